@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, everything the xtask verbs and the test suite need:
+# QEMU, OVMF, nix-bin, and the tools that build the fixture ISO. Idempotent and quick when
+# everything is present. Needs root (or sudo) and apt-get.
+set -euo pipefail
+
+packages=(
+  qemu-system-x86 qemu-utils ovmf          # vm-test, doctor's KVM/TCG probes, UEFI firmware
+  nix-bin                                  # build-image tests with a real nix
+  busybox-static cpio kmod xorriso isolinux syslinux-common  # fixture ISO
+  sudo lvm2 e2fsprogs util-linux udhcpc    # binaries copied into the fixture's initramfs
+  shellcheck                               # lints scripts/*.sh in the test suite
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# Some images carry a newer qemu-utils (from backports) than the distribution's
+# qemu-system-x86 accepts ("qemu-utils : Breaks: qemu-system-common"). Pin qemu-utils to the
+# version qemu-system-x86 would install so both come from the same release.
+qemu_version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+pins=()
+if [ -n "$qemu_version" ] && [ "$qemu_version" != "(none)" ]; then
+  pins+=("qemu-utils=$qemu_version")
+fi
+to_install=()
+for p in "${missing[@]}"; do
+  [ "$p" = qemu-utils ] || to_install+=("$p")
+done
+$SUDO apt-get install -y -q --allow-downgrades --no-install-recommends "${to_install[@]}" "${pins[@]}"
+echo "install-deps: done"

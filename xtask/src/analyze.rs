@@ -1,0 +1,10 @@
+//! `cargo xtask analyze` — not written yet (being built in its issue).
+
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<u8> {
+    anyhow::bail!("`analyze` is not implemented yet")
+}

@@ -1,0 +1,10 @@
+//! `cargo xtask bench` — not written yet (being built in its issue).
+
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> Result<u8> {
+    anyhow::bail!("`bench` is not implemented yet")
+}

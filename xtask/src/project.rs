@@ -1,0 +1,62 @@
+//! Where things live: the repository root, `target/`, run directories; atomic writes.
+
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use std::io::Write;
+
+/// The repository root (the workspace that contains `xtask/`).
+pub fn root() -> Utf8PathBuf {
+    let manifest = Utf8Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().expect("xtask/ has a parent").to_path_buf()
+}
+
+/// `target/` of the repository, where caches and run directories go.
+/// (Not `CARGO_TARGET_DIR`: run directories must be findable by `archive-logs --latest`.)
+pub fn target_dir() -> Utf8PathBuf {
+    root().join("target")
+}
+
+/// Parent of all vm-test run directories.
+pub fn vm_runs_dir() -> Utf8PathBuf {
+    target_dir().join("vm-runs")
+}
+
+/// UTC timestamp used in run directory and archive names, e.g. `2026-11-25T18-18-17Z`.
+pub fn utc_stamp(ts: jiff::Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H-%M-%SZ").to_string()
+}
+
+/// Creates a fresh run directory under `parent` named after `now` (suffixed when taken).
+pub fn create_run_dir(parent: &Utf8Path, now: jiff::Timestamp) -> Result<Utf8PathBuf> {
+    fs_err::create_dir_all(parent)?;
+    let stamp = utc_stamp(now);
+    for n in 0..100 {
+        let name = if n == 0 { stamp.clone() } else { format!("{stamp}-{n}") };
+        let dir = parent.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating run directory {dir}")),
+        }
+    }
+    anyhow::bail!("could not create a run directory under {parent}")
+}
+
+/// Writes `bytes` to `path` via a temporary file in the same directory and an atomic rename,
+/// so readers never see a half-written file.
+pub fn write_atomic(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_str().is_empty()).unwrap_or(Utf8Path::new("."));
+    let name = path.file_name().context("path has no file name")?;
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f = fs_err::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs_err::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {path}"))
+}

@@ -1,0 +1,2 @@
+//! The VM driver, split along the path of the data:
+//! QEMU process → serial bytes → clean text → login → framed shell → checks → report.
