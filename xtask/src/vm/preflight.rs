@@ -1,0 +1,375 @@
+//! Preflight: read the ISO's boot configuration before booting it.
+//!
+//! A boot entry without `console=ttyS0` leaves the serial line silent after the bootloader,
+//! and `console=ttyS0` that is not the last `console=` keeps systemd's progress and the login
+//! off the serial line for minutes (field notes §2 #3). Both are visible in the ISO itself, so
+//! say so in well under a second instead of after a boot timeout.
+//!
+//! The ISO 9660 reader below knows just enough of the format (ECMA-119) to find
+//! `isolinux.cfg` and `grub.cfg`: the primary volume descriptor, directory records, and
+//! file extents. It reads a few sectors, never the whole image.
+
+use anyhow::{bail, Context, Result};
+use camino::Utf8Path;
+use std::io::{Read, Seek, SeekFrom};
+
+const SECTOR: u64 = 2048;
+
+/// Where boot configurations live on the ISOs we meet (NixOS, the fixture, most distros).
+const CONFIG_PATHS: [&str; 6] = [
+    "isolinux/isolinux.cfg",
+    "boot/isolinux/isolinux.cfg",
+    "syslinux/syslinux.cfg",
+    "EFI/boot/grub.cfg",
+    "boot/grub/grub.cfg",
+    "boot/grub/loopback.cfg",
+];
+
+/// What preflight found.
+#[derive(Debug, Default)]
+pub struct Preflight {
+    /// The configuration file that was read (path inside the ISO), if any.
+    pub config: Option<String>,
+    /// The default entry's kernel command line, as written in the config.
+    pub cmdline: Option<String>,
+    pub problems: Vec<Problem>,
+}
+
+impl Preflight {
+    pub fn failed(&self) -> bool {
+        self.problems.iter().any(|p| p.fail)
+    }
+}
+
+/// A problem in the boot configuration, with its catalogue finding id.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// True: booting would fail; false: a warning.
+    pub fail: bool,
+    pub finding: &'static str,
+    pub message: String,
+    pub fix: String,
+}
+
+/// Reads the ISO's boot configuration and checks the default entry's serial console.
+/// A missing or unreadable ISO is an infrastructure error (exit 3).
+pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
+    let mut file = match std::fs::File::open(iso) {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(crate::exit::infra(format!(
+                "cannot open ISO {iso}: {e}; check the path, or build one with `cargo xtask fixture` or `cargo xtask build-image`"
+            )))
+        }
+    };
+    let image = Iso9660::open(&mut file).map_err(|e| {
+        crate::exit::infra(format!(
+            "{iso} is not a readable ISO 9660 image ({e:#}); it may be truncated or corrupt: rebuild it"
+        ))
+    })?;
+    let mut preflight = Preflight::default();
+    for path in CONFIG_PATHS {
+        let Some(text) = image.read_file(&mut file, path)? else { continue };
+        let text = String::from_utf8_lossy(&text);
+        let cmdline =
+            if path.ends_with("grub.cfg") { grub_default_cmdline(&text) } else { isolinux_default_cmdline(&text) };
+        if let Some(cmdline) = cmdline {
+            preflight.config = Some(path.to_string());
+            preflight.problems = console_problems(&cmdline);
+            preflight.cmdline = Some(cmdline);
+            return Ok(preflight);
+        }
+    }
+    preflight.problems.push(Problem {
+        fail: false,
+        finding: "preflight-no-boot-config",
+        message: format!("no ISOLINUX or GRUB boot entry found in {iso}; the serial console could not be checked"),
+        fix: "make sure the image boots with `console=ttyS0,115200n8` as the last console= parameter".into(),
+    });
+    Ok(preflight)
+}
+
+/// Problems with the serial console in a kernel command line.
+pub fn console_problems(cmdline: &str) -> Vec<Problem> {
+    let consoles: Vec<&str> = cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("console="))
+        .collect();
+    let is_serial = |c: &&str| c.starts_with("ttyS0");
+    let fix = "set `boot.kernelParams = [ \"console=tty0\" \"console=ttyS0,115200n8\" ];` (ttyS0 last) so the serial port becomes /dev/console";
+    if !consoles.iter().any(is_serial) {
+        return vec![Problem {
+            fail: true,
+            finding: "serial-silent-after-bootloader",
+            message: format!(
+                "the default boot entry has no console=ttyS0 (console= {}): the serial line will go silent after the bootloader",
+                if consoles.is_empty() { "absent".to_string() } else { consoles.join(", ") }
+            ),
+            fix: fix.into(),
+        }];
+    }
+    if !consoles.last().is_some_and(is_serial) {
+        return vec![Problem {
+            fail: false,
+            finding: "console-not-last",
+            message: format!(
+                "console=ttyS0 is not the last console= ({}): /dev/console is {}, so systemd progress and boot messages stay off the serial line for minutes",
+                consoles.join(", "),
+                consoles.last().unwrap_or(&"?")
+            ),
+            fix: fix.into(),
+        }];
+    }
+    Vec::new()
+}
+
+/// The kernel command line of ISOLINUX's default entry (`DEFAULT`/`ONTIMEOUT` label, else the
+/// first `LABEL`). Keywords are case-insensitive in ISOLINUX.
+pub fn isolinux_default_cmdline(cfg: &str) -> Option<String> {
+    let mut default: Option<String> = None;
+    let mut entries: Vec<(String, Option<String>)> = Vec::new();
+    for line in cfg.lines() {
+        let line = line.trim();
+        let (key, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        match key.to_ascii_uppercase().as_str() {
+            "DEFAULT" | "ONTIMEOUT" if default.is_none() || key.eq_ignore_ascii_case("ONTIMEOUT") => {
+                // `DEFAULT menu.c32` names a UI module, not a label.
+                if !rest.ends_with(".c32") {
+                    default = Some(rest.to_string());
+                }
+            }
+            "LABEL" => entries.push((rest.to_string(), None)),
+            "APPEND" => {
+                if let Some(entry) = entries.last_mut() {
+                    entry.1 = Some(rest.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let chosen = match &default {
+        Some(label) => entries.iter().find(|(name, _)| name == label).or(entries.first()),
+        None => entries.first(),
+    };
+    chosen.and_then(|(_, append)| append.clone())
+}
+
+/// The kernel command line of GRUB's first `linux` line (the default entry unless
+/// `set default=` says otherwise, which we honour for numeric values).
+pub fn grub_default_cmdline(cfg: &str) -> Option<String> {
+    let default_index = cfg
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("set default="))
+        .filter_map(|v| v.trim_matches(|c| c == '"' || c == '\'').parse::<usize>().ok())
+        .next()
+        .unwrap_or(0);
+    let linux_lines: Vec<String> = cfg
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("linux ") || l.starts_with("linuxefi "))
+        .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    linux_lines.get(default_index).or(linux_lines.first()).cloned()
+}
+
+/// The part of an ISO 9660 image we need: the root directory's extent.
+struct Iso9660 {
+    root_lba: u32,
+    root_len: u32,
+}
+
+/// One directory record.
+struct Record {
+    name: String,
+    lba: u32,
+    len: u32,
+    is_dir: bool,
+}
+
+impl Iso9660 {
+    fn open<R: Read + Seek>(r: &mut R) -> Result<Iso9660> {
+        // Volume descriptors start at sector 16; the primary one has type 1.
+        for sector in 16..32u64 {
+            let mut vd = [0u8; 2048];
+            r.seek(SeekFrom::Start(sector * SECTOR))?;
+            r.read_exact(&mut vd).context("reading a volume descriptor")?;
+            if &vd[1..6] != b"CD001" {
+                bail!("no ISO 9660 signature (CD001) at sector {sector}");
+            }
+            match vd[0] {
+                1 => {
+                    let root = &vd[156..190];
+                    return Ok(Iso9660 { root_lba: le32(&root[2..6]), root_len: le32(&root[10..14]) });
+                }
+                255 => bail!("no primary volume descriptor"),
+                _ => continue,
+            }
+        }
+        bail!("no primary volume descriptor in the first 32 sectors")
+    }
+
+    /// Reads a file by path (case-insensitive, version suffixes ignored); `None` when absent.
+    fn read_file<R: Read + Seek>(&self, r: &mut R, path: &str) -> Result<Option<Vec<u8>>> {
+        let (mut lba, mut len) = (self.root_lba, self.root_len);
+        let parts: Vec<&str> = path.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let records = read_dir(r, lba, len)?;
+            let Some(rec) = records.into_iter().find(|rec| rec.name.eq_ignore_ascii_case(part) && rec.is_dir != last)
+            else {
+                return Ok(None);
+            };
+            (lba, len) = (rec.lba, rec.len);
+        }
+        if len > 1 << 20 {
+            bail!("{path} is implausibly large ({len} bytes)");
+        }
+        let mut data = vec![0u8; len as usize];
+        r.seek(SeekFrom::Start(lba as u64 * SECTOR))?;
+        r.read_exact(&mut data).with_context(|| format!("reading {path}"))?;
+        Ok(Some(data))
+    }
+}
+
+fn read_dir<R: Read + Seek>(r: &mut R, lba: u32, len: u32) -> Result<Vec<Record>> {
+    if len > 16 << 20 {
+        bail!("directory extent implausibly large ({len} bytes)");
+    }
+    let mut data = vec![0u8; len as usize];
+    r.seek(SeekFrom::Start(lba as u64 * SECTOR))?;
+    r.read_exact(&mut data).context("reading a directory")?;
+    let mut records = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let rec_len = data[pos] as usize;
+        if rec_len == 0 {
+            // Records never span sectors: skip to the next one.
+            pos = (pos / SECTOR as usize + 1) * SECTOR as usize;
+            continue;
+        }
+        if rec_len < 34 || pos + rec_len > data.len() {
+            bail!("malformed directory record");
+        }
+        let rec = &data[pos..pos + rec_len];
+        let name_len = rec[32] as usize;
+        if 33 + name_len > rec_len {
+            bail!("malformed directory record name");
+        }
+        let raw = &rec[33..33 + name_len];
+        if raw != [0] && raw != [1] {
+            let su_start = (33 + name_len + (1 - name_len % 2)).min(rec_len);
+            let name = rock_ridge_name(&rec[su_start..]).unwrap_or_else(|| {
+                let plain = String::from_utf8_lossy(raw).to_string();
+                let plain = plain.split(';').next().unwrap_or("").trim_end_matches('.').to_string();
+                plain
+            });
+            records.push(Record { name, lba: le32(&rec[2..6]), len: le32(&rec[10..14]), is_dir: rec[25] & 2 != 0 });
+        }
+        pos += rec_len;
+    }
+    Ok(records)
+}
+
+/// The Rock Ridge `NM` (alternate name) entry in a record's system use area, if present.
+fn rock_ridge_name(mut su: &[u8]) -> Option<String> {
+    while su.len() >= 4 {
+        let len = su[2] as usize;
+        if len < 4 || len > su.len() {
+            return None;
+        }
+        if &su[..2] == b"NM" && len >= 5 {
+            return Some(String::from_utf8_lossy(&su[5..len]).to_string());
+        }
+        su = &su[len..];
+    }
+    None
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NIXOS_ISOLINUX: &str = "SERIAL 0 115200\nTIMEOUT 100\nUI vesamenu.c32\nDEFAULT boot\n\nLABEL boot\nMENU LABEL NixOS 25.05 Installer\nLINUX /boot/bzImage\nAPPEND init=/nix/store/x-nixos-system/init root=LABEL=nixos-minimal-25.05-x86_64 boot.shell_on_fail console=tty0 console=ttyS0,115200n8 nohibernate loglevel=4\nINITRD /boot/initrd\n\nLABEL boot-nomodeset\nAPPEND nomodeset\n";
+
+    #[test]
+    fn isolinux_default_entry_is_found() {
+        let cmdline = isolinux_default_cmdline(NIXOS_ISOLINUX).unwrap();
+        assert!(cmdline.ends_with("console=ttyS0,115200n8 nohibernate loglevel=4"));
+        assert!(console_problems(&cmdline).is_empty());
+    }
+
+    #[test]
+    fn missing_serial_console_fails() {
+        let p = console_problems("init=/init console=tty0 quiet");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].fail);
+        assert_eq!(p[0].finding, "serial-silent-after-bootloader");
+        assert!(p[0].fix.contains("boot.kernelParams"));
+    }
+
+    #[test]
+    fn serial_console_not_last_warns() {
+        let p = console_problems("console=ttyS0,115200n8 console=tty0");
+        assert_eq!(p.len(), 1);
+        assert!(!p[0].fail);
+        assert_eq!(p[0].finding, "console-not-last");
+        assert!(p[0].message.contains("/dev/console is tty0"));
+    }
+
+    #[test]
+    fn grub_first_linux_line() {
+        let cfg = "menuentry 'NixOS' {\n  linux /boot/bzImage ${isoboot} init=/x console=tty0 console=ttyS0,115200n8\n  initrd /boot/initrd\n}\n";
+        assert_eq!(grub_default_cmdline(cfg).unwrap(), "${isoboot} init=/x console=tty0 console=ttyS0,115200n8");
+    }
+
+    #[test]
+    fn ui_module_default_is_not_a_label() {
+        let cfg = "DEFAULT vesamenu.c32\nLABEL a\nAPPEND console=ttyS0\n";
+        assert_eq!(isolinux_default_cmdline(cfg).unwrap(), "console=ttyS0");
+    }
+
+    /// Builds real ISOs with xorriso (Rock Ridge and plain ISO 9660 names) and reads them.
+    #[test]
+    fn reads_config_from_real_iso_images() {
+        if which::which("xorriso").is_err() {
+            assert!(std::env::var_os("CI").is_none(), "xorriso missing in CI: run scripts/install-deps.sh");
+            eprintln!("SKIP reads_config_from_real_iso_images: xorriso missing");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+        std::fs::create_dir_all(tree.join("boot/deep/er")).unwrap();
+        std::fs::write(tree.join("boot/deep/er/filler.bin"), vec![7u8; 5000]).unwrap();
+        std::fs::write(tree.join("isolinux/isolinux.cfg"), NIXOS_ISOLINUX.replace(" console=ttyS0,115200n8", "")).unwrap();
+        for (name, extra) in [("rr.iso", &["-R", "-J"][..]), ("plain.iso", &[][..])] {
+            let iso = dir.path().join(name);
+            let status = std::process::Command::new("xorriso")
+                .args(["-as", "mkisofs", "-quiet", "-o"])
+                .arg(&iso)
+                .args(extra)
+                .arg(&tree)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let iso = camino::Utf8PathBuf::from_path_buf(iso).unwrap();
+            let pf = check_iso(&iso).unwrap();
+            assert_eq!(pf.config.as_deref(), Some("isolinux/isolinux.cfg"), "{name}");
+            assert!(pf.failed(), "{name}: {pf:?}");
+            assert_eq!(pf.problems[0].finding, "serial-silent-after-bootloader");
+        }
+        // Not an ISO at all, and a missing file: infrastructure errors that say so.
+        let bogus = camino::Utf8PathBuf::from_path_buf(dir.path().join("bogus.iso")).unwrap();
+        std::fs::write(&bogus, vec![0u8; 100_000]).unwrap();
+        let err = check_iso(&bogus).unwrap_err();
+        assert!(format!("{err:#}").contains("not a readable ISO 9660 image"), "{err:#}");
+        let missing = camino::Utf8PathBuf::from("/nonexistent/x.iso");
+        let err = check_iso(&missing).unwrap_err();
+        assert_eq!(err.downcast_ref::<crate::exit::Exit>().unwrap().code, crate::exit::INFRA);
+    }
+}
