@@ -2,3 +2,4 @@
 //! QEMU process → serial bytes → clean text → login → framed shell → checks → report.
 
 pub mod preflight;
+pub mod report;
