@@ -1,8 +1,20 @@
 //! Boot phases and the catalogue of known failure signatures, read from clean serial text.
 //! One implementation, used live by `vm-test` and offline by `analyze`.
-//! (Being built in its issue; the types below are the contract both verbs use.)
+//!
+//! The detector is fed CLEAN lines (from `clean.rs`), one at a time, and is cheap enough to see
+//! every line of a tens-of-MB flood: one pre-compiled `RegexSet` pass decides whether a line
+//! can matter at all, and the individual regexes run only on the rare lines that hit. Only
+//! the first `MATCH_PREFIX` bytes of a line are examined, so one enormous line costs no more
+//! than a normal one.
+//!
+//! Phases only move forward. Lines that look like earlier phases once a later phase was seen
+//! (kernel-timestamped `dmesg` output typed at a shell, the broadcast `pre-nixos: ...` lines,
+//! echoed commands) never move the phase back; text that follows a shell prompt on the same
+//! line is an echoed command and is not matched, unless it looks like a console broadcast.
 
+use regex::{Regex, RegexSet};
 use serde::Serialize;
+use std::sync::LazyLock;
 
 /// Boot phases in the order a healthy run passes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -45,11 +57,37 @@ impl Phase {
             Phase::Poweroff => "poweroff",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.name() == name)
+    }
 }
 
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// How a signature weighs on a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The image (or the run) failed: `analyze` exits 1.
+    Failure,
+    /// Worth reading, not by itself a failure.
+    Warning,
+    /// Expected progress worth recording (autologin as a user, clean power-off).
+    Info,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Failure => "failure",
+            Kind::Warning => "warning",
+            Kind::Info => "info",
+        }
     }
 }
 
@@ -60,10 +98,14 @@ pub struct Signature {
     pub id: &'static str,
     /// The phase this signature belongs to.
     pub phase: Phase,
+    /// Whether it means failure.
+    pub kind: Kind,
     /// Likely cause, one sentence.
     pub cause: &'static str,
     /// The fix or next step, one sentence (commands in backticks).
     pub fix: &'static str,
+    /// Where it comes from: the serial text (and which text), or the harness only.
+    pub seen_by: &'static str,
 }
 
 /// A signature found at a line of clean serial text.
@@ -76,6 +118,21 @@ pub struct Finding {
     pub text: String,
 }
 
+impl Finding {
+    /// A finding with `text` trimmed and capped at `MAX_FINDING_TEXT` bytes.
+    pub fn new(id: &'static str, line: usize, text: &str) -> Finding {
+        Finding { id, line, text: truncate(text.trim(), MAX_FINDING_TEXT).to_string() }
+    }
+
+    pub fn signature(&self) -> Option<&'static Signature> {
+        signature(self.id)
+    }
+
+    pub fn is_failure(&self) -> bool {
+        self.signature().is_some_and(|s| s.kind == Kind::Failure)
+    }
+}
+
 /// When the detector first saw a phase.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TimelineEntry {
@@ -85,9 +142,135 @@ pub struct TimelineEntry {
     pub offset_secs: Option<f64>,
 }
 
-/// The catalogue of known signatures (being filled in its issue).
+/// Only this many bytes of a line are matched (a flood line can be megabytes long).
+pub const MATCH_PREFIX: usize = 4096;
+/// Finding texts are capped at this many bytes.
+pub const MAX_FINDING_TEXT: usize = 400;
+
+const SERIAL: &str = "serial text";
+const HARNESS: &str = "harness only";
+
+macro_rules! sig {
+    ($id:literal, $phase:ident, $kind:ident, $seen:expr, $cause:literal, $fix:literal) => {
+        Signature {
+            id: $id,
+            phase: Phase::$phase,
+            kind: Kind::$kind,
+            seen_by: $seen,
+            cause: $cause,
+            fix: $fix,
+        }
+    };
+}
+
+static CATALOGUE: [Signature; 34] = [
+    sig!("qemu-start-failed", Qemu, Failure, "QEMU's stderr (`qemu-system-x86_64: ...` before any guest output) or the harness",
+        "QEMU refused to start: a bad option, a missing or locked disk image (`Failed to get \"write\" lock` = another QEMU uses it), a taken host-forwarding port, or an unusable accelerator.",
+        "Read qemu.stderr.log; make sure no other QEMU uses the disk or port (`ps -ef | grep qemu`), give each VM its own disk and port, and try `--accel tcg`."),
+    sig!("qemu-exited", Qemu, Failure, "QEMU's `terminating on signal` or the harness (process exit status)",
+        "QEMU exited (or was killed) before the run finished.",
+        "Read qemu.stderr.log and the serial tail; a guest triple fault or panic with `-no-reboot` also ends QEMU."),
+    sig!("bootloader-stuck", Bootloader, Failure, SERIAL,
+        "The bootloader printed its banner or menu but never loaded a kernel: the menu waits for input (no TIMEOUT/DEFAULT) or the boot medium is unreadable.",
+        "Check isolinux.cfg / grub.cfg for `TIMEOUT` and `DEFAULT`, and that the ISO's kernel path exists."),
+    sig!("serial-silent-after-bootloader", Bootloader, Failure, SERIAL,
+        "The bootloader loaded the kernel and initrd (`Loading /boot/initrd...ok`) and then the serial line went silent: the kernel console is not on the serial port (APPEND lacks `console=ttyS0,115200`), or a NixOS kernel with `loglevel=4` and `console=tty0` last is still booting (silent for 90-270 s under TCG).",
+        "Put `console=ttyS0,115200n8` LAST in `boot.kernelParams` (it becomes /dev/console); meanwhile wait longer before concluding a hang, and take a VGA screendump (`screendump` via QMP) to see tty0."),
+    sig!("console-not-last", Kernel, Warning, "the kernel command line (`Kernel command line: ... console=ttyS0 console=tty0`)",
+        "`console=ttyS0` is not the last `console=` argument, so /dev/console is not the serial port: stage 1/2, systemd status and console broadcasts go to tty0 and the serial line looks hung.",
+        "Order the kernel parameters `console=tty0 console=ttyS0,115200n8` (ttyS0 last)."),
+    sig!("kernel-stalled", Kernel, Failure, SERIAL,
+        "Kernel messages stopped before init started: the kernel is stuck probing hardware, waiting for its root device, or very slow under TCG.",
+        "Read the last kernel lines; check the initrd has the CD-ROM/virtio drivers; retry with KVM or a longer deadline."),
+    sig!("kernel-panic", Kernel, Failure, "`Kernel panic - not syncing`",
+        "The kernel panicked (often `VFS: Unable to mount root fs`, a missing init, or an initrd without the needed drivers).",
+        "Read the lines just before the panic for the reason; check the initrd contents and the `init=`/`root=` parameters."),
+    sig!("oom-killer", Kernel, Failure, "`Out of memory: Killed process`",
+        "The guest ran out of memory and the kernel killed a process.",
+        "Give the VM more memory (`-m 2048`) or shrink what runs at boot."),
+    sig!("emergency-mode", Init, Failure, "`You are in emergency mode`, `An error occurred in stage 1 of the boot process`",
+        "The boot fell into an emergency or stage-1 failure shell: a required mount or unit failed.",
+        "Read the `[FAILED]` lines before it; in the guest run `journalctl -xb` and `systemctl --failed`."),
+    sig!("unit-failed", Init, Warning, "`[FAILED] Failed to start ...`",
+        "A systemd unit failed to start.",
+        "In the guest run `systemctl status <unit>` and `journalctl -u <unit> -b`."),
+    sig!("unit-not-found", Init, Failure, "`Unit X.service not found`",
+        "Something started or restarted a unit the image does not have (e.g. `systemd-networkd.service` when networkd is not enabled).",
+        "Enable the unit in the NixOS configuration (e.g. `systemd.network.enable = true`) or stop depending on it."),
+    sig!("unit-stuck", Init, Failure, "`A start job is running for ... (3min 2s / no limit)`, `Active: activating (start) since ...; 8min ago`",
+        "A unit has been starting (or stopping) for minutes: a oneshot waiting on something that waits for it (e.g. a blocking `systemctl start sshd` inside a unit sshd is `After=`), or a network/device wait with no timeout.",
+        "In the guest run `systemctl list-jobs` and `systemctl status <unit>`; use `systemctl --no-block` inside units and give waits a timeout."),
+    sig!("nix-download-failed", Init, Warning, "`unable to download 'https://cache.nixos.org/...'`",
+        "Something in the guest tried to download from a binary cache without network access; it retries and stalls.",
+        "Build everything the guest needs into the image; do not substitute at run time."),
+    sig!("floppy-io-error", Kernel, Warning, "`I/O error, dev fd0`",
+        "QEMU's default machine has a floppy drive that storage tools probe (and fail on), slowing the boot and confusing storage detection.",
+        "Start QEMU with `-nodefaults` and explicit devices (vm-test does)."),
+    sig!("login-prompt", Login, Failure, "a `login:` prompt not followed by `(automatic login)`",
+        "The serial console asks for a user name: the image does not autologin on ttyS0.",
+        "Set `services.getty.autologinUser` (the installer profile sets `nixos`), or log in explicitly."),
+    sig!("autologin-not-root", Login, Info, "`nixos login: nixos (automatic login)`",
+        "The console logged in automatically as a normal user (the NixOS installer uses `nixos`), not as root; typing `root` at that shell does nothing useful.",
+        "Escalate with `sudo -i` (passwordless wheel) and verify `id -u` is 0 before privileged commands."),
+    sig!("command-not-found", Shell, Warning, "`-bash: X: command not found`",
+        "A command typed at the shell does not exist: a missing package, or text typed into the wrong place (e.g. `root` typed at an autologin shell, or characters eaten by typeahead).",
+        "Add the package to the image, or send commands only after the previous one finished."),
+    sig!("escalation-failed", Shell, Failure, "`[sudo] password for nixos:`, `Sorry, try again.`, `is not in the sudoers file`, `su: Authentication failure`",
+        "`sudo -i` / `su -` did not give a root shell: sudo wants a password or the user is not allowed.",
+        "Let wheel use sudo without a password (`security.sudo.wheelNeedsPassword = false`) and put the user in `wheel`."),
+    sig!("not-root", Shell, Failure, "`Permission denied` at a user shell, `Interactive authentication required`, `WARNING: Running as a non-root user`",
+        "A privileged command ran without root: the shell is still the autologin user (a root check was fooled, e.g. by an echoed marker).",
+        "Escalate first and verify by parsing `id -u` output (never a prompt or an echoed marker), then re-run the command."),
+    sig!("storage-detection-error", Init, Failure, "`Storage detection encountered an error`, `storage detection failed (exit N)`",
+        "pre-nixos could not classify the disks (e.g. a probe of the floppy `fd0` failed), so provisioning fell back to plan-only.",
+        "Read `journalctl -u pre-nixos`; run QEMU with `-nodefaults`; make the detector ignore unusable devices."),
+    sig!("provisioning-failed", Init, Failure, "`pre-nixos: Provisioning failed`, `STATE=failed`, `pre-nixos: failed: ...`",
+        "pre-nixos tried to provision the disk and failed (a missing tool or unit, a bad disko config, LVM errors).",
+        "Read `journalctl -u pre-nixos -b` and /var/log/pre-nixos/actions.log for the failing command."),
+    sig!("storage-plan-only", Init, Warning, "`provisioning ran in plan-only mode`, `STATE=plan-only`, `pre-nixos: not-blank: ...`",
+        "pre-nixos found existing storage (or was told to plan only) and did not apply the disk layout.",
+        "Boot with a blank disk (`qemu-img create -f raw disk.img 4G`), or use the force-cleanup option if that is intended."),
+    sig!("no-disk", Init, Failure, "`pre-nixos: no-disk: ...`",
+        "pre-nixos found no virtio disk to provision.",
+        "Attach a blank disk: `-drive file=disk.img,if=virtio,format=raw`."),
+    sig!("lan-ipv4-unavailable", Init, Failure, "`LAN IPv4 address unavailable`",
+        "The `lan` interface did not get an IPv4 address (not renamed, no carrier, or DHCP not running).",
+        "In the guest check `ip addr`, `networkctl status lan` and `journalctl -u systemd-networkd`; make sure the NIC is brought up."),
+    sig!("serial-flood", Init, Warning, "the same line repeated thousands of times",
+        "The guest floods the serial console with one repeated message, which slows everything reading it.",
+        "Find the source of the repeated line (a crash loop, a chatty unit) and quiet it."),
+    sig!("powered-off-cleanly", Poweroff, Info, "`reboot: Power down`, `System halted`",
+        "The guest powered off by itself at the end of the run.",
+        "Nothing to do."),
+    sig!("guest-unresponsive", Shell, Failure, HARNESS,
+        "The guest stopped answering: a command's end marker never came back within its deadline.",
+        "Read the serial tail in the report; the guest may be hung or flooding the console. Retry with a longer deadline or KVM."),
+    sig!("phase-timeout", Qemu, Failure, HARNESS,
+        "A boot phase did not finish before its deadline (or produced no output for its stall window).",
+        "See the phase and the last serial lines in the report; on TCG raise the deadline (`--timeout`), or use KVM."),
+    sig!("check-failed", Checks, Failure, HARNESS,
+        "A check run in the root shell did not give the expected result.",
+        "See the check's detail and evidence in the report; the command output is in transcript.log."),
+    sig!("interrupted", Qemu, Failure, HARNESS,
+        "The run was interrupted (Ctrl-C or a signal) before it finished.",
+        "Run it again; partial evidence is kept in the run directory."),
+    sig!("image-missing", Qemu, Failure, HARNESS,
+        "The ISO to boot does not exist or is not readable.",
+        "Build it (`cargo xtask build-image` or `cargo xtask fixture`) or pass an existing `--iso` path."),
+    sig!("poweroff-failed", Poweroff, Failure, HARNESS,
+        "The guest did not power off after `poweroff` (or QEMU did not exit).",
+        "Power off from a root shell; check that `-no-reboot` is set and the guest supports ACPI power-off."),
+    sig!("serial-eof", Qemu, Failure, HARNESS,
+        "The serial connection closed while the harness was still waiting (QEMU died or closed its chardev).",
+        "Read qemu.stderr.log and the QEMU exit status in metadata.json."),
+    sig!("harness-error", Qemu, Failure, HARNESS,
+        "The harness itself failed (a bug or an unexpected condition), not the image.",
+        "Read the error in the transcript and report it with the run directory."),
+];
+
+/// The catalogue of known signatures.
 pub fn catalogue() -> &'static [Signature] {
-    &[]
+    &CATALOGUE
 }
 
 /// Looks up a signature by id.
@@ -95,12 +278,118 @@ pub fn signature(id: &str) -> Option<&'static Signature> {
     catalogue().iter().find(|s| s.id == id)
 }
 
+/// Line-triggered rules: (id, pattern). Checked in one `RegexSet` pass; ids with special
+/// conditions are refined in `Detector::match_rules`.
+const RULES: &[(&str, &str)] = &[
+    ("qemu-line", r"^qemu-system-[[A-Za-z0-9_]-]+: "),
+    ("kernel-panic", r"Kernel panic - not syncing"),
+    ("oom-killer", r"Out of memory: Kill(ed)? process"),
+    ("emergency-mode", r"You are in emergency mode|Entering emergency mode|An error occurred in stage 1 of the boot process|Give root password for maintenance|Cannot open access to console, the root account is locked"),
+    ("unit-failed", r"^\[FAILED\] Failed to start"),
+    ("unit-not-found", r"Unit [^ 	]+ not found|Unit [^ 	]+ could not be found"),
+    ("unit-stuck-job", r"A (start|stop) job is running for .*\(([0-9]+)min [0-9]+s / [^)]*\)"),
+    ("unit-stuck-status", r"Active: (activating|deactivating) \(.*; ([0-9]+)min"),
+    ("nix-download-failed", r"unable to download 'https?://"),
+    ("floppy-io-error", r"I/O error, dev fd[0-9]"),
+    ("command-not-found", r"^-?(ba)?sh: [^:]+: (command )?not found"),
+    ("escalation-failed", r"^\[sudo\] password for |^Sorry, try again\.|sudo: [0-9]+ incorrect password attempt|sudo: a password is required|is not in the sudoers file|^su: (Authentication failure|Permission denied)|sudo: a terminal is required"),
+    ("not-root", r"Interactive authentication required|WARNING: Running as a non-root user|open failed: Permission denied|must be run as root|must be root|[Oo]nly root can|need to be root|requires root privileges"),
+    ("not-root-denied", r"Permission denied|Operation not permitted"),
+    ("storage-detection-error", r"Storage detection encountered an error|storage detection failed \(exit|pre-nixos-detect-storage: command .* exited with status|pre-nixos: detection-error"),
+    ("provisioning-failed", r"pre-nixos: Provisioning failed|STATE=failed|^pre-nixos: failed:|pre-nixos: auto-install failed:|Provisioning status is 'failed'"),
+    ("storage-plan-only", r"provisioning ran in plan-only mode|Provisioning ran in plan-only mode|STATE=plan-only|^pre-nixos: not-blank:"),
+    ("no-disk", r"^pre-nixos: no-disk:"),
+    ("lan-ipv4-unavailable", r"LAN IPv4 address unavailable"),
+    ("powered-off-cleanly", r"reboot: Power down|System halted"),
+    ("console-cmdline", r"Kernel command line: |^\[[ 	]*[0-9]+\.[0-9]+\] Command line: "),
+];
+
+/// Phase markers: (phase, pattern), in phase order.
+const PHASE_MARKERS: &[(Phase, &str)] = &[
+    (Phase::Bootloader, r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^Booting from |Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE"),
+    (Phase::Kernel, r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^\[[ 	]*[0-9]+\.[0-9]+\] "),
+    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ 	]+ as init process|Welcome to NixOS|^Welcome to .*!$|^\[  OK  \] |^\[FAILED\] |^stage-1-init: |systemd\[1\]: "),
+    (Phase::Login, r"^[A-Za-z0-9][[A-Za-z0-9_].-]* login: |^[A-Za-z0-9][[A-Za-z0-9_].-]* login:$|\(automatic login\)"),
+    (Phase::Poweroff, r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5"),
+];
+
+/// Phase markers and rules in one set, so a line is scanned once: indices below
+/// `PHASE_MARKERS.len()` are phase markers, the rest are `RULES`.
+static LINE_SET: LazyLock<RegexSet> = LazyLock::new(|| {
+    let patterns = PHASE_MARKERS.iter().map(|(_, p)| *p).chain(RULES.iter().map(|(_, p)| *p));
+    RegexSet::new(patterns).expect("phase and rule patterns compile")
+});
+static RULE_RES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    RULES.iter().map(|(_, p)| Regex::new(p).expect("rule pattern compiles")).collect()
+});
+/// A shell prompt at the start of a line: NixOS `[user@host:dir]$`, Debian `user@host:dir$`,
+/// or busybox `~ #`. Group `u` = user, `s` = `$`/`#`, the rest of the line follows.
+static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^(?:\[(?P<u1>[\w.-]+)@[\w.-]+:[^\]\s]*\]|(?P<u2>[\w.-]+)@[\w.-]+:[^\s$#]*|[~/][^\s$#]*) ?(?P<s>[$#])(?: |$)",
+    )
+    .expect("prompt pattern compiles")
+});
+static AUTOLOGIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:\S+ )?login: (?P<user>\S+) \(automatic login\)").expect("compiles")
+});
+/// Text after a prompt that is a console broadcast, not an echoed command.
+static BROADCAST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:pre-nixos|LAN IPv4|\[\s*\d+\.\d+\] |<<< |Broadcast message)").expect("compiles")
+});
+
+/// Cuts `s` to at most `max` bytes on a char boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Parses a kernel timestamp `[   12.345678] ` at the start of a line (no regex: hot path).
+pub fn kernel_time(line: &str) -> Option<f64> {
+    let rest = line.strip_prefix('[')?;
+    let end = rest.find(']')?;
+    if end > 20 {
+        return None;
+    }
+    let num = rest[..end].trim_start();
+    let (whole, frac) = num.split_once('.')?;
+    if whole.is_empty()
+        || frac.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    num.parse().ok()
+}
+
+/// Repeats of one line after which `serial-flood` is reported.
+const FLOOD_REPEATS: usize = 5000;
+/// Minutes a start job may run before `unit-stuck` is reported.
+const STUCK_MINUTES: u32 = 2;
+
 /// Follows the boot phases and finds signatures in clean serial text, line by line.
-/// (Skeleton: the real detector is being written in its issue.)
 #[derive(Default)]
 pub struct Detector {
     timeline: Vec<TimelineEntry>,
     findings: Vec<Finding>,
+    /// Latest accepted kernel timestamp (monotonic; `dmesg` replays are older and ignored).
+    kernel_secs: Option<f64>,
+    /// Last line with visible text, for silence verdicts.
+    last_text: String,
+    last_text_line: usize,
+    /// Whether the bootloader loaded something (`Loading /boot/...`, `Booting ...`).
+    bootloader_loaded: bool,
+    /// A `login:` prompt without autologin, waiting to see whether autologin follows.
+    pending_login_prompt: Option<(usize, String)>,
+    /// Consecutive repeats of the last line (flood detection).
+    repeats: usize,
 }
 
 impl Detector {
@@ -109,9 +398,150 @@ impl Detector {
     }
 
     /// Feeds one complete clean line (without `\n`); `line_no` is 1-based.
-    /// Returns the findings this line produced.
-    pub fn feed_line(&mut self, _line_no: usize, _line: &str) -> Vec<Finding> {
-        Vec::new()
+    /// Returns the findings this line produced (each id is reported once).
+    pub fn feed_line(&mut self, line_no: usize, line: &str) -> Vec<Finding> {
+        let mut new = Vec::new();
+        let line = truncate(line.trim_end_matches(['\r', '\n']), MATCH_PREFIX);
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            return new;
+        }
+        self.count_repeats(line_no, line, &mut new);
+        if let Some(secs) = kernel_time(line) {
+            if self.kernel_secs.is_none_or(|k| secs >= k) {
+                self.kernel_secs = Some(secs);
+            }
+        }
+        self.last_text.clear();
+        self.last_text.push_str(truncate(trimmed, MAX_FINDING_TEXT));
+        self.last_text_line = line_no;
+
+        // A login prompt seen earlier is only a problem if no autologin follows it.
+        if let Some((at, text)) = self.pending_login_prompt.take() {
+            if !line.contains("(automatic login)") {
+                self.add(&mut new, Finding::new("login-prompt", at, &text));
+            }
+        }
+
+        // Shell prompts: the phase comes from the prompt; the rest of the line is an echoed
+        // command (not matched) unless it is a console broadcast landing after the prompt.
+        let mut body = line;
+        let prompt = if may_be_prompt(line) { PROMPT.captures(line) } else { None };
+        if let Some(c) = prompt {
+            let user = c.name("u1").or(c.name("u2")).map(|m| m.as_str());
+            let root = user.map_or(c["s"].eq("#"), |u| u == "root");
+            self.advance(if root { Phase::Root } else { Phase::Shell }, line_no);
+            body = &line[c.get(0).unwrap().end()..];
+            if !BROADCAST.is_match(body) {
+                return new;
+            }
+        }
+
+        let hits = LINE_SET.matches(body);
+        if !hits.matched_any() {
+            return new;
+        }
+        let mut rules = Vec::new();
+        for i in hits.iter() {
+            if let Some(rule) = i.checked_sub(PHASE_MARKERS.len()) {
+                rules.push(rule);
+            } else {
+                let phase = PHASE_MARKERS[i].0;
+                self.advance(phase, line_no);
+                if phase == Phase::Bootloader && (body.starts_with("Loading ") || body.starts_with("Booting ")) {
+                    self.bootloader_loaded = true;
+                }
+                if phase == Phase::Login {
+                    self.login_line(line_no, body, &mut new);
+                }
+            }
+        }
+        if !rules.is_empty() {
+            self.match_rules(line_no, body, rules, &mut new);
+        }
+        new
+    }
+
+    fn login_line(&mut self, line_no: usize, body: &str, new: &mut Vec<Finding>) {
+        if let Some(c) = AUTOLOGIN.captures(body) {
+            if &c["user"] != "root" {
+                self.add(new, Finding::new("autologin-not-root", line_no, body));
+            }
+        } else if !body.starts_with("Last login") {
+            // agetty prints the prompt and the autologin note on one line; a bare prompt at
+            // the end of the input or followed by anything else means no autologin.
+            self.pending_login_prompt = Some((line_no, body.to_string()));
+        }
+    }
+
+    fn match_rules(&mut self, line_no: usize, body: &str, hits: Vec<usize>, new: &mut Vec<Finding>) {
+        for i in hits {
+            let id = match RULES[i].0 {
+                "qemu-line" => {
+                    if body.contains("terminating on signal") {
+                        "qemu-exited"
+                    } else if self.phase() == Phase::Qemu && !body.contains("warning:") {
+                        "qemu-start-failed"
+                    } else {
+                        continue;
+                    }
+                }
+                "unit-stuck-job" | "unit-stuck-status" => {
+                    let minutes = RULE_RES[i].captures(body).and_then(|c| c[2].parse::<u32>().ok());
+                    if minutes.is_none_or(|m| m < STUCK_MINUTES) {
+                        continue;
+                    }
+                    "unit-stuck"
+                }
+                "not-root-denied" => {
+                    // Plain "Permission denied" means not-root only at a user shell.
+                    if self.phase() != Phase::Shell {
+                        continue;
+                    }
+                    "not-root"
+                }
+                "console-cmdline" => {
+                    if !console_last_is_serial(body) {
+                        "console-not-last"
+                    } else {
+                        continue;
+                    }
+                }
+                "powered-off-cleanly" => "powered-off-cleanly",
+                id => signature(id).map(|s| s.id).expect("rule ids are catalogue ids"),
+            };
+            self.add(new, Finding::new(id, line_no, body));
+        }
+    }
+
+    fn count_repeats(&mut self, line_no: usize, line: &str, new: &mut Vec<Finding>) {
+        // Compare with the previous line (kept truncated in `last_text`): a memcmp, no hashing.
+        if truncate(line.trim(), MAX_FINDING_TEXT) == self.last_text {
+            self.repeats += 1;
+            if self.repeats == FLOOD_REPEATS {
+                self.add(new, Finding::new("serial-flood", line_no, line));
+            }
+        } else {
+            self.repeats = 1;
+        }
+    }
+
+    fn add(&mut self, new: &mut Vec<Finding>, finding: Finding) {
+        if self.findings.iter().any(|f| f.id == finding.id) {
+            return;
+        }
+        self.findings.push(finding.clone());
+        new.push(finding);
+    }
+
+    /// Moves the phase forward to `phase` (never backward); for the harness too, e.g. when
+    /// it verified root by `id -u` or started the checks.
+    pub fn advance(&mut self, phase: Phase, line_no: usize) {
+        if phase <= self.phase() {
+            return;
+        }
+        let offset_secs = self.kernel_secs;
+        self.timeline.push(TimelineEntry { phase, line: line_no, offset_secs });
     }
 
     /// The furthest phase the serial text shows.
@@ -127,9 +557,291 @@ impl Detector {
         &self.findings
     }
 
+    /// Whether any finding so far is a failure.
+    pub fn failed(&self) -> bool {
+        self.findings.iter().any(Finding::is_failure)
+    }
+
+    /// The last line with visible text and its number (for stall messages).
+    pub fn last_text(&self) -> Option<(usize, &str)> {
+        (self.last_text_line > 0).then_some((self.last_text_line, self.last_text.as_str()))
+    }
+
     /// Called at end of input or when the serial line stalls: findings inferred from silence
-    /// (e.g. `serial-silent-after-bootloader`).
+    /// (e.g. `serial-silent-after-bootloader`). Safe to call more than once.
     pub fn silence(&mut self) -> Vec<Finding> {
-        Vec::new()
+        let mut new = Vec::new();
+        if let Some((at, text)) = self.pending_login_prompt.take() {
+            self.add(&mut new, Finding::new("login-prompt", at, &text));
+        }
+        let (line, text) = (self.last_text_line, self.last_text.clone());
+        match self.phase() {
+            Phase::Bootloader if self.bootloader_loaded => {
+                self.add(&mut new, Finding::new("serial-silent-after-bootloader", line, &text));
+            }
+            Phase::Bootloader => self.add(&mut new, Finding::new("bootloader-stuck", line, &text)),
+            Phase::Kernel if !self.has("kernel-panic") && !self.has("console-not-last") => {
+                self.add(&mut new, Finding::new("kernel-stalled", line, &text));
+            }
+            _ => {}
+        }
+        new
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.findings.iter().any(|f| f.id == id)
+    }
+}
+
+/// Cheap pre-check before the prompt regex: a prompt has a `$` or `#` within its first bytes.
+fn may_be_prompt(line: &str) -> bool {
+    line.as_bytes().iter().take(200).any(|&b| b == b'$' || b == b'#')
+}
+
+/// Whether the last `console=` argument on a kernel command line is a serial port.
+/// No `console=` at all counts as fine (the output we read reached the serial line anyway).
+fn console_last_is_serial(cmdline: &str) -> bool {
+    let last = cmdline.split_whitespace().filter_map(|a| a.strip_prefix("console=")).last();
+    last.is_none_or(|c| c.starts_with("ttyS") || c.starts_with("hvc") || c.starts_with("ttyAMA"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> Detector {
+        let mut d = Detector::new();
+        for (i, line) in text.split('\n').enumerate() {
+            d.feed_line(i + 1, line);
+        }
+        d.silence();
+        d
+    }
+
+    fn ids(d: &Detector) -> Vec<&'static str> {
+        d.findings().iter().map(|f| f.id).collect()
+    }
+
+    fn phases(d: &Detector) -> Vec<Phase> {
+        d.timeline().iter().map(|e| e.phase).collect()
+    }
+
+    const HEALTHY: &str = "\
+ISOLINUX 6.04 20200816  Copyright (C) 1994-2015 H. Peter Anvin et al
+Automatic boot in 3 seconds...
+Loading /boot/bzImage... ok
+Loading /boot/initrd...ok
+[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)
+[    0.000000] Command line: init=/init console=tty0 console=ttyS0,115200
+[    2.828042] Run /init as init process
+<<< NixOS Stage 1 >>>
+<<< NixOS Stage 2 >>>
+Welcome to NixOS 24.11 (Vicuna)!
+[  OK  ] Started pre-nixos.service.
+<<< Welcome to NixOS 24.11.fixture (x86_64) - ttyS0 >>>
+
+nixos login: nixos (automatic login)
+
+[nixos@nixos:~]$ pre-nixos: applied: created VG main with LV slash on /dev/vda
+[nixos@nixos:~]$ sudo -i
+[root@nixos:~]# dmesg | head -3
+[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)
+[    0.000000] Command line: init=/init console=tty0 console=ttyS0,115200
+[    2.828042] Run /init as init process
+[root@nixos:~]# poweroff
+[   42.100000] reboot: Power down";
+
+    #[test]
+    fn healthy_boot_walks_every_phase_once() {
+        let d = run(HEALTHY);
+        assert_eq!(
+            phases(&d),
+            [Phase::Bootloader, Phase::Kernel, Phase::Init, Phase::Login, Phase::Shell, Phase::Root, Phase::Poweroff]
+        );
+        // The dmesg replay at the root prompt (older kernel times, boot messages) changes
+        // neither the phase nor the kernel clock.
+        let lines: Vec<usize> = d.timeline().iter().map(|e| e.line).collect();
+        assert_eq!(lines, [1, 5, 7, 14, 16, 18, 23]);
+        assert_eq!(d.timeline()[2].offset_secs, Some(2.828042));
+        assert_eq!(d.timeline()[6].offset_secs, Some(42.1));
+        assert!(ids(&d).contains(&"autologin-not-root"));
+        assert!(ids(&d).contains(&"powered-off-cleanly"));
+        assert!(!ids(&d).contains(&"login-prompt"));
+        assert!(!ids(&d).contains(&"kernel-panic"));
+    }
+
+    #[test]
+    fn echoed_commands_do_not_match_but_broadcasts_after_a_prompt_do() {
+        let d = run("[nixos@nixos:~]$ echo 'Kernel panic - not syncing' reboot: Power down\n\
+                     [nixos@nixos:~]$ pre-nixos: failed: lvcreate exited 5\n");
+        assert_eq!(ids(&d), ["provisioning-failed"]);
+        assert_eq!(d.phase(), Phase::Shell);
+    }
+
+    #[test]
+    fn silent_after_initrd_is_named() {
+        let d = run("ISOLINUX 6.04 20200816\nLoading /boot/bzImage... ok\nLoading /boot/initrd...ok\n");
+        assert_eq!(d.phase(), Phase::Bootloader);
+        assert_eq!(ids(&d), ["serial-silent-after-bootloader"]);
+        assert_eq!(d.findings()[0].line, 3);
+        assert_eq!(d.findings()[0].text, "Loading /boot/initrd...ok");
+    }
+
+    #[test]
+    fn bootloader_without_loading_is_stuck() {
+        let d = run("ISOLINUX 6.04 20200816\nAutomatic boot in 3 seconds...\n");
+        assert_eq!(ids(&d), ["bootloader-stuck"]);
+    }
+
+    #[test]
+    fn console_order_from_the_command_line() {
+        let d = run("[    0.000000] Kernel command line: init=/init console=ttyS0,115200 console=tty0\n");
+        assert_eq!(ids(&d), ["console-not-last"]);
+        let d = run("[    0.000000] Kernel command line: console=tty0 console=ttyS0,115200n8\n[ 1.0] x\n");
+        assert_eq!(ids(&d), ["kernel-stalled"]);
+    }
+
+    #[test]
+    fn field_note_tells_map_to_ids() {
+        let cases: &[(&str, &str)] = &[
+            ("qemu-system-x86_64: -netdev user,id=net0,hostfwd=tcp:127.0.0.1:51997-:22: Could not set up host forwarding rule 'tcp:127.0.0.1:51997-:22'", "qemu-start-failed"),
+            ("qemu-system-x86_64: -drive file=d.img,if=virtio,format=raw: Failed to get \"write\" lock", "qemu-start-failed"),
+            ("[    3.100000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)", "kernel-panic"),
+            ("You are in emergency mode. After logging in, type \"journalctl -xb\" to view", "emergency-mode"),
+            ("An error occurred in stage 1 of the boot process, which must mount a root filesystem on /mnt-root", "emergency-mode"),
+            ("Call to PowerOff failed: Interactive authentication required.", "not-root"),
+            ("  WARNING: Running as a non-root user. Functionality may be unavailable.", "not-root"),
+            ("  /run/lock/lvm/P_global:aux: open failed: Permission denied", "not-root"),
+            ("pre-nixos: Storage detection encountered an error; provisioning ran in plan-only mode.", "storage-detection-error"),
+            ("pre-nixos: storage detection failed (exit 2), defaulting to plan-only", "storage-detection-error"),
+            ("pre-nixos: Provisioning failed.", "provisioning-failed"),
+            ("STATE=failed", "provisioning-failed"),
+            ("Failed to restart systemd-networkd.service: Unit systemd-networkd.service not found.", "unit-not-found"),
+            ("[  *** ] A start job is running for Pre-NixOS setup (3min 2s / no limit)", "unit-stuck"),
+            ("     Active: activating (start) since Sat 2025-10-11 10:00:00 UTC; 8min ago", "unit-stuck"),
+            ("[sudo] password for nixos: ", "escalation-failed"),
+            ("nixos is not in the sudoers file.  This incident will be reported.", "escalation-failed"),
+            ("su: Authentication failure", "escalation-failed"),
+            ("-bash: root: command not found", "command-not-found"),
+            ("warning: error: unable to download 'https://cache.nixos.org/nix-cache-info': Could not connect to server (7)", "nix-download-failed"),
+            ("[   75.123456] I/O error, dev fd0, sector 0 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2", "floppy-io-error"),
+            ("pre-nixos: Existing storage detected; provisioning ran in plan-only mode.", "storage-plan-only"),
+            ("LAN IPv4 address unavailable (preferred interface \"lan\" not found)", "lan-ipv4-unavailable"),
+            ("[  OK  ] Finished systemd-poweroff.service.\n[   95.000000] reboot: Power down", "powered-off-cleanly"),
+            ("[FAILED] Failed to start Pre-NixOS setup.", "unit-failed"),
+            ("[  123.000000] Out of memory: Killed process 886 (nix)", "oom-killer"),
+        ];
+        for (text, id) in cases {
+            let mut d = Detector::new();
+            for (i, line) in text.split('\n').enumerate() {
+                d.feed_line(i + 1, line);
+            }
+            assert!(ids(&d).contains(id), "{text:?} should give {id}, got {:?}", ids(&d));
+            assert!(signature(id).is_some());
+        }
+    }
+
+    #[test]
+    fn short_start_jobs_and_warnings_are_not_findings() {
+        let d = run("[    0.0] Linux version 6\n[  *** ] A start job is running for Firewall (58s / no limit)\n\
+                     [  *** ] A start job is running for Firewall (1min 10s / no limit)\n\
+                     qemu-system-x86_64: warning: host doesn't support requested feature\nWelcome to NixOS!");
+        assert!(ids(&d).is_empty(), "{:?}", ids(&d));
+    }
+
+    #[test]
+    fn qemu_error_before_any_output_is_a_start_failure_later_it_is_not() {
+        let d = run("qemu-system-x86_64: -drive file=d.img: Could not open 'd.img': No such file or directory");
+        assert_eq!(ids(&d), ["qemu-start-failed"]);
+        let d = run("ISOLINUX 6.04\nLoading /boot/bzImage... ok\n[    0.0] Linux version 6\nqemu-system-x86_64: terminating on signal 15 from pid 1");
+        assert!(ids(&d).contains(&"qemu-exited"));
+    }
+
+    #[test]
+    fn login_prompt_without_autologin() {
+        let d = run("Welcome to NixOS!\nnixos login: ");
+        assert_eq!(d.phase(), Phase::Login);
+        assert_eq!(ids(&d), ["login-prompt"]);
+        let d = run("Welcome to NixOS!\nnixos login: root\nPassword: \n[root@nixos:~]# ");
+        assert_eq!(ids(&d), ["login-prompt"]);
+        assert_eq!(d.phase(), Phase::Root);
+    }
+
+    #[test]
+    fn permission_denied_counts_only_at_a_user_shell() {
+        let d = run("[root@nixos:~]# \ncat: /x: Permission denied\n");
+        assert!(ids(&d).is_empty());
+        let d = run("[nixos@nixos:~]$ \nlvs: Permission denied\n");
+        assert_eq!(ids(&d), ["not-root"]);
+    }
+
+    #[test]
+    fn busybox_and_debian_prompts() {
+        assert_eq!(run("~ # ").phase(), Phase::Root);
+        assert_eq!(run("user@host:~$ ").phase(), Phase::Shell);
+        assert_eq!(run("root@host:/tmp# ls").phase(), Phase::Root);
+    }
+
+    #[test]
+    fn every_rule_and_harness_id_is_in_the_catalogue() {
+        for id in [
+            "qemu-start-failed", "qemu-exited", "serial-silent-after-bootloader", "console-not-last",
+            "kernel-panic", "emergency-mode", "autologin-not-root", "login-prompt", "escalation-failed",
+            "not-root", "storage-detection-error", "provisioning-failed", "storage-plan-only",
+            "unit-not-found", "unit-stuck", "guest-unresponsive", "phase-timeout", "check-failed",
+            "powered-off-cleanly",
+        ] {
+            assert!(signature(id).is_some(), "{id} missing");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in catalogue() {
+            assert!(seen.insert(s.id), "duplicate id {}", s.id);
+            assert!(s.cause.ends_with('.') && s.fix.ends_with('.'), "{}", s.id);
+        }
+        for (id, _) in RULES {
+            let special = ["qemu-line", "unit-stuck-job", "unit-stuck-status", "not-root-denied", "console-cmdline"];
+            assert!(special.contains(id) || signature(id).is_some(), "rule {id}");
+        }
+    }
+
+    #[test]
+    fn flood_is_reported_once_and_huge_lines_are_cheap() {
+        let mut d = Detector::new();
+        for i in 0..12_000 {
+            d.feed_line(i + 1, "[  OK  ] spam");
+        }
+        d.feed_line(12_001, &"x".repeat(5_000_000));
+        assert_eq!(ids(&d), ["serial-flood"]);
+        assert_eq!(d.last_text().unwrap().1.len(), MAX_FINDING_TEXT);
+    }
+
+    /// Throughput on a generated 20 MB flood (run with `--nocapture` to see the figure).
+    #[test]
+    fn twenty_megabytes_in_linear_time() {
+        let mut log = String::from(HEALTHY.split("[nixos@nixos").next().unwrap());
+        let mut n = 0usize;
+        while log.len() < 20_000_000 {
+            n += 1;
+            log.push_str(&format!(
+                "[{:>5}.{:06}] virtio_net virtio0 ens4: flood line {n} with some payload text to be realistic\n",
+                10 + n / 1000,
+                n % 1000
+            ));
+            if n % 7 == 0 {
+                log.push_str("[  *** ] A start job is running for Pre-NixOS setup (0min 5s / no limit)\n");
+            }
+        }
+        log.push_str("[nixos@nixos:~]$ \n");
+        let start = std::time::Instant::now();
+        let d = run(&log);
+        let elapsed = start.elapsed();
+        eprintln!(
+            "detector: {:.1} MB, {} lines in {:.3} s ({:.0} MB/s)",
+            log.len() as f64 / 1e6,
+            log.lines().count(),
+            elapsed.as_secs_f64(),
+            log.len() as f64 / 1e6 / elapsed.as_secs_f64()
+        );
+        assert_eq!(d.phase(), Phase::Shell);
     }
 }
