@@ -1,10 +1,176 @@
-//! `cargo xtask analyze` — not written yet (being built in its issue).
+//! `cargo xtask analyze FILE [--json]` — read a serial log offline: the boot timeline and the
+//! known failure signatures, with the same detector `vm-test` uses live (`diagnose`).
+//!
+//! Accepts raw logs (escapes, CRLF, invalid UTF-8: cleaned by `clean.rs`) and clean ones, or a
+//! vm-test run directory (its `serial.log`). Exit 0 when no failure was found, 1 when a
+//! failure signature was found, 3 when the file cannot be read.
 
+use crate::diagnose::{self, Detector, Finding, Kind, TimelineEntry};
+use crate::{clean, exit, ui};
 use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Serial log to read (raw or clean), or a vm-test run directory (reads its serial.log)
+    pub file: Utf8PathBuf,
+    /// Print JSON: {"phase", "timeline": [{"phase", "line", ...}], "findings": [{"id", "line", "text", ...}]}
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> Result<u8> {
-    anyhow::bail!("`analyze` is not implemented yet")
+/// The result of reading one log.
+#[derive(Serialize)]
+pub struct Analysis {
+    /// The furthest phase reached.
+    pub phase: diagnose::Phase,
+    pub timeline: Vec<TimelineEntry>,
+    pub findings: Vec<Finding>,
+    /// Lines of clean text read.
+    pub lines: usize,
+}
+
+impl Analysis {
+    pub fn failed(&self) -> bool {
+        self.findings.iter().any(Finding::is_failure)
+    }
+}
+
+/// Runs the detector over a whole (raw or clean) log, then asks it what the silence at the
+/// end means.
+pub fn analyze_bytes(bytes: &[u8]) -> Analysis {
+    let text = clean::clean_all(bytes);
+    analyze_clean(&text)
+}
+
+/// Same as `analyze_bytes` for text that is already clean.
+pub fn analyze_clean(text: &str) -> Analysis {
+    let mut detector = Detector::new();
+    // A final newline ends the last line; it does not start another one.
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let mut lines = 0;
+    if !text.is_empty() {
+        for (i, line) in body.split('\n').enumerate() {
+            detector.feed_line(i + 1, line);
+            lines = i + 1;
+        }
+    }
+    detector.silence();
+    Analysis {
+        phase: detector.phase(),
+        timeline: detector.timeline().to_vec(),
+        findings: detector.findings().to_vec(),
+        lines,
+    }
+}
+
+/// The log file to read: FILE itself, or `FILE/serial.log` for a run directory.
+fn resolve(file: &Utf8Path) -> Result<Utf8PathBuf> {
+    if file.is_dir() {
+        for name in ["serial.log", "serial.txt"] {
+            let candidate = file.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+        return Err(exit::infra(format!(
+            "{file} is a directory without serial.log or serial.txt; pass a serial log file or a vm-test run directory"
+        )));
+    }
+    Ok(file.to_path_buf())
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    let path = resolve(&args.file)?;
+    let bytes = std::fs::read(&path).map_err(|e| {
+        exit::infra(format!("cannot read {path}: {e}; pass the path of a serial log (e.g. target/vm-runs/<UTC>/serial.log)"))
+    })?;
+    let analysis = analyze_bytes(&bytes);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json(&path, &analysis))?);
+    } else {
+        print_text(&path, &analysis);
+    }
+    Ok(if analysis.failed() { exit::FAILED } else { exit::OK })
+}
+
+/// The JSON document: the contract keys plus kind/cause/fix and the kernel time offsets.
+fn json(path: &Utf8Path, a: &Analysis) -> serde_json::Value {
+    let findings: Vec<serde_json::Value> = a
+        .findings
+        .iter()
+        .map(|f| {
+            let sig = f.signature();
+            serde_json::json!({
+                "id": f.id,
+                "line": f.line,
+                "text": f.text,
+                "kind": sig.map(|s| s.kind.name()),
+                "phase": sig.map(|s| s.phase.name()),
+                "cause": sig.map(|s| s.cause),
+                "fix": sig.map(|s| s.fix),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "file": path.as_str(),
+        "lines": a.lines,
+        "phase": a.phase,
+        "failed": a.failed(),
+        "timeline": a.timeline,
+        "findings": findings,
+    })
+}
+
+fn print_text(path: &Utf8Path, a: &Analysis) {
+    let fancy = ui::fancy_stdout();
+    println!("{path}: {} lines, furthest phase: {}", a.lines, a.phase);
+    println!();
+    println!("Timeline");
+    if a.timeline.is_empty() {
+        println!("  (no boot progress recognised)");
+    }
+    for e in &a.timeline {
+        let offset = e.offset_secs.map_or(String::new(), |s| format!("  kernel +{s:.3}s"));
+        println!("  {:<11} line {:>6}{offset}", e.phase.name(), e.line);
+    }
+    println!();
+    if a.findings.is_empty() {
+        println!("Findings: none");
+        return;
+    }
+    println!("Findings");
+    for f in &a.findings {
+        let Some(sig) = f.signature() else { continue };
+        let tone = match sig.kind {
+            Kind::Failure => ui::Tone::Bad,
+            Kind::Warning => ui::Tone::Warn,
+            Kind::Info => ui::Tone::Good,
+        };
+        let head = format!("{} ({})", f.id, sig.kind.name());
+        println!("  {}  line {}", ui::paint(fancy, tone, &head), f.line);
+        if !f.text.is_empty() {
+            println!("    text:  {}", f.text);
+        }
+        println!("    cause: {}", sig.cause);
+        println!("    fix:   {}", sig.fix);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_crlf_and_clean_give_the_same_lines() {
+        let raw = b"\x1b[0mLoading /boot/initrd...ok\r\n\x1b[?2004h\r\r\n\x1b[1;32m[\x1b]0;t\x07nixos@nixos:~]$\x1b[0m ";
+        let a = analyze_bytes(raw);
+        assert_eq!(a.lines, 3);
+        assert_eq!(a.phase, diagnose::Phase::Shell);
+        assert_eq!(a.timeline[1].line, 3);
+        let clean = analyze_clean("Loading /boot/initrd...ok\n\n[nixos@nixos:~]$ \n");
+        assert_eq!(clean.lines, 3);
+        assert_eq!(clean.timeline, a.timeline);
+    }
 }
