@@ -1,10 +1,490 @@
-//! `cargo xtask vm-test` — not written yet (being built in its issue).
+//! `cargo xtask vm-test` — boot an ISO in QEMU, follow the boot on the serial console, reach a
+//! verified root shell, run the boot-image checks, power off, and leave a complete record in
+//! `target/vm-runs/<UTC>/`. Every failure names its phase, the likely cause and the fix.
+//!
+//! The layers live in `crate::vm` (QEMU → serial → boot → login → shell → checks → record);
+//! this module holds the flags, the order of the phases and the terminal output.
 
-use anyhow::Result;
+use crate::diagnose::{Finding, Phase};
+use crate::vm::boot;
+use crate::vm::checks;
+use crate::vm::login::{self, Credentials};
+use crate::vm::progress::Progress;
+use crate::vm::qemu::{self, Qemu, Spec};
+use crate::vm::record::Record;
+use crate::vm::serial::{self, Serial, Stop, Wait};
+use crate::vm::shell::Guest;
+use crate::vm::transcript::Transcript;
+use crate::vm::verdict::{Failure, Outcome};
+use crate::{exit, project, ui};
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use regex::Regex;
+use std::time::{Duration, Instant};
 
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Boot this ISO file
+    #[arg(long, value_name = "PATH", conflicts_with = "image")]
+    pub iso: Option<Utf8PathBuf>,
+    /// Boot the fixture ISO, optionally a fault variant (`fixture:kernel-panic`); built if needed
+    #[arg(long, value_name = "fixture[:FAULT]")]
+    pub image: Option<String>,
+    /// With neither --iso nor --image: boot the last `build-image` result instead of building
+    #[arg(long)]
+    pub no_build: bool,
+    /// Accelerator: auto probes KVM by booting a kernel and falls back to TCG
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
+    pub accel: String,
+    /// Guest memory in MiB [default: 1024 for the fixture, 2048 otherwise]
+    #[arg(long, value_name = "MIB")]
+    pub memory: Option<u32>,
+    /// Guest CPUs
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub cpus: u32,
+    /// Log in at a plain `login:` prompt (images without autologin); the password also
+    /// answers sudo/su prompts
+    #[arg(long, value_name = "USER[:PASSWORD]")]
+    pub login: Option<Credentials>,
+    /// Leave QEMU running at the end and print how to attach to its serial console and QMP
+    #[arg(long)]
+    pub keep: bool,
+    /// Do not read the ISO's boot configuration before booting
+    #[arg(long)]
+    pub skip_preflight: bool,
+    /// File serial log and report under docs/ afterwards (`cargo xtask archive-logs`)
+    #[arg(long)]
+    pub archive: bool,
+    /// Run directory [default: target/vm-runs/<UTC timestamp>]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<Utf8PathBuf>,
+    /// Seconds from QEMU start until the login line must appear
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub boot_timeout: u64,
+    /// Seconds without serial output that end the bootloader/kernel/login phases (init gets
+    /// at least 120 s: systemd units can be silent that long under TCG)
+    #[arg(long, value_name = "SECS", default_value_t = 45)]
+    pub stall: u64,
+    /// Seconds one guest command may take before the guest counts as unresponsive
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub command_timeout: u64,
+    /// Seconds to wait for /run/pre-nixos/storage-status (and for the unit to finish)
+    #[arg(long, value_name = "SECS", default_value_t = 420)]
+    pub storage_timeout: u64,
+    /// Seconds to wait for IPv4 on `lan` (and for the `LAN IPv4 address:` console line)
+    #[arg(long, value_name = "SECS", default_value_t = 240)]
+    pub network_timeout: u64,
+}
 
-pub fn run(_args: Args) -> Result<u8> {
-    anyhow::bail!("`vm-test` is not implemented yet")
+/// Where the ISO came from.
+struct Chosen {
+    iso: Utf8PathBuf,
+    source: &'static str,
+    fault: Option<String>,
+    store_path: Option<String>,
+    nar_hash: Option<String>,
+}
+
+pub fn run(args: Args) -> Result<u8> {
+    crate::vm::interrupt::install();
+    let start = Instant::now();
+    let started_at = jiff::Timestamp::now();
+    let dir = match &args.run_dir {
+        Some(d) => {
+            fs_err::create_dir_all(d)?;
+            d.canonicalize_utf8().with_context(|| format!("run directory {d}"))?
+        }
+        None => project::create_run_dir(&project::vm_runs_dir(), started_at)?,
+    };
+    let fancy = ui::fancy_stderr();
+    let mut rec = Record::new(dir.clone(), started_at, start);
+    rec.timeouts = serde_json::json!({
+        "boot": args.boot_timeout, "stall": args.stall, "init_stall": args.stall.max(120),
+        "command": args.command_timeout, "storage": args.storage_timeout, "network": args.network_timeout,
+    });
+    eprintln!("vm-test: run directory {dir}");
+    let _ = rec.write();
+
+    let mut progress = Progress::new(fancy, start);
+    let result = drive(&args, &mut rec, &mut progress);
+    progress.finish();
+    if let Err(f) = result {
+        rec.failure = Some(f);
+    }
+    rec.finish();
+    if let Err(e) = rec.write() {
+        eprintln!("vm-test: could not write the run record: {e:#}");
+    }
+    print_summary(&rec, fancy);
+    if args.archive {
+        archive(&dir);
+    }
+    Ok(rec.exit_code())
+}
+
+fn archive(dir: &Utf8Path) {
+    // TODO(integration): call `crate::archive_logs::archive(dir, false)` once it lands.
+    eprintln!("vm-test: --archive: `archive-logs` is not available in this tree yet; run it later on {dir}");
+}
+
+/// Everything between the run directory and the summary. `Err` is the verdict.
+fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
+    let infra = |finding: &str, e: anyhow::Error| Failure::infra(Phase::Qemu, finding, format!("{e:#}"));
+
+    // The image.
+    let chosen = choose_image(args, progress).map_err(|e| infra("bad-image", e))?;
+    let size = fs_err::metadata(&chosen.iso).map(|m| m.len()).unwrap_or(0);
+    rec.image = crate::vm::record::Image {
+        path: chosen.iso.to_string(),
+        size_bytes: size,
+        source: chosen.source.to_string(),
+        fault: chosen.fault.clone(),
+        store_path: chosen.store_path.clone(),
+        nar_hash: chosen.nar_hash.clone(),
+    };
+    let _ = rec.write();
+
+    // Preflight: the boot configuration inside the ISO, before spending a boot on it.
+    if args.skip_preflight {
+        rec.note("preflight skipped (--skip-preflight)");
+    } else {
+        let pf = crate::vm::preflight::check_iso(&chosen.iso).map_err(|e| infra("bad-image", e))?;
+        for p in &pf.problems {
+            let level = if p.fail { "FAIL" } else { "warning" };
+            progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
+            rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
+            rec.findings.push(Finding { id: p.finding, line: 0, text: p.message.clone() });
+        }
+        if let Some(p) = pf.problems.iter().find(|p| p.fail) {
+            return Err(Failure::fail(
+                Phase::Bootloader,
+                p.finding,
+                format!("preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)", p.message, p.fix),
+            ));
+        }
+        progress.note(&format!(
+            "preflight ok: {} default entry: {}",
+            pf.config.as_deref().unwrap_or("?"),
+            pf.cmdline.as_deref().unwrap_or("?")
+        ));
+    }
+
+    // Accelerator.
+    let (accel, reason) = match args.accel.as_str() {
+        "auto" => {
+            progress.note("accel auto: probing KVM by booting a kernel …");
+            let (a, why) = crate::accel::choose_auto();
+            (a.name().to_string(), why)
+        }
+        "kvm" | "tcg" => (args.accel.clone(), "chosen with --accel".to_string()),
+        other => return Err(infra("bad-flag", exit::usage(format!("--accel {other}: expected auto, kvm or tcg")))),
+    };
+    progress.note(&format!("accel {accel}: {reason}"));
+    if crate::vm::interrupted() {
+        return Err(Failure::interrupted(Phase::Qemu));
+    }
+
+    // QEMU.
+    let binary = qemu::locate().map_err(|e| infra("qemu-start-failed", e))?;
+    let memory = args.memory.unwrap_or(if chosen.source == "fixture" { 1024 } else { 2048 });
+    let disk = rec.dir.join("disk.qcow2");
+    qemu::create_disk(&disk, "4G").map_err(|e| infra("qemu-start-failed", e))?;
+    let sock_dir = socket_dir(&rec.dir).map_err(|e| infra("qemu-start-failed", e))?;
+    let spec = Spec {
+        binary: binary.clone(),
+        iso: chosen.iso.clone(),
+        disk: disk.clone(),
+        accel: accel.clone(),
+        memory_mib: memory,
+        cpus: args.cpus,
+        serial_sock: sock_dir.join("serial.sock"),
+        qmp_sock: sock_dir.join("qmp.sock"),
+        ssh_port: qemu::free_port().map_err(|e| infra("qemu-start-failed", e))?,
+        reconnect_serial: args.keep,
+    };
+    rec.qemu = crate::vm::record::QemuInfo {
+        binary: binary.to_string(),
+        version: qemu::version(&binary).unwrap_or_default(),
+        command: spec.command(),
+        accel,
+        accel_reason: reason,
+        memory_mib: memory,
+        cpus: args.cpus,
+        ssh_port: Some(spec.ssh_port),
+        ..Default::default()
+    };
+    let listener = serial::listen(&spec.serial_sock).map_err(|e| infra("qemu-start-failed", e))?;
+    let transcript = Transcript::create(&rec.dir.join("transcript.log"), Instant::now()).map_err(|e| infra("io", e))?;
+    rec.begin(Phase::Qemu);
+    progress.phase("qemu");
+    let stderr_log = rec.dir.join("qemu.stderr.log");
+    let mut vm = Qemu::spawn(&spec, &stderr_log, args.keep).map_err(|e| infra("qemu-start-failed", e))?;
+    rec.qemu.pid = Some(vm.pid);
+    let _ = rec.write();
+
+    let result = session(args, rec, &mut vm, &listener, transcript, progress);
+    drop(listener);
+    let _ = std::fs::remove_file(&spec.serial_sock);
+
+    // QEMU's end: already gone (poweroff), kept, or stopped by the ladder.
+    if args.keep && !matches!(&result, Err(f) if f.outcome == Outcome::Interrupted) && vm.try_wait().is_none() {
+        rec.qemu.stopped_by = Some("kept".into());
+        print_attach(&spec, &vm, &rec.dir);
+        vm.detach();
+    } else {
+        if vm.try_wait().is_none() {
+            let rung = vm.stop(Duration::from_secs(3));
+            rec.qemu.stopped_by.get_or_insert_with(|| rung.to_string());
+        }
+        rec.qemu.exit_status = vm.try_wait().map(|s| s.to_string());
+        let _ = std::fs::remove_file(&disk);
+        let _ = std::fs::remove_file(&spec.qmp_sock);
+    }
+    rec.qemu.stderr_tail = tail_of_file(&stderr_log, 20);
+    result.map_err(|mut f| {
+        if f.finding == "qemu-exited" || f.finding == "qemu-start-failed" {
+            if let Some(t) = &rec.qemu.stderr_tail {
+                f.detail = format!("{}; QEMU stderr: {}", f.detail, t.trim());
+            }
+        }
+        f
+    })
+}
+
+/// From QEMU start to the end of the poweroff phase.
+fn session(
+    args: &Args,
+    rec: &mut Record,
+    vm: &mut Qemu,
+    listener: &std::os::unix::net::UnixListener,
+    transcript: Transcript,
+    progress: &mut Progress,
+) -> Result<(), Failure> {
+    let stream = serial::accept(listener, Duration::from_secs(20), &mut || vm.try_wait().is_none()).map_err(|stop| match stop {
+        Stop::Interrupted => Failure::interrupted(Phase::Qemu),
+        Stop::Eof => Failure::infra(Phase::Qemu, "qemu-start-failed", "QEMU exited before connecting its serial port"),
+        other => Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QEMU did not connect its serial port: {other}")),
+    })?;
+    let serial_progress = std::mem::replace(progress, Progress::silent());
+    let serial = Serial::new(stream, &rec.dir, serial_progress).map_err(|e| Failure::infra(Phase::Qemu, "io", format!("{e:#}")))?;
+    let mut guest = Guest::new(serial, transcript);
+    guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
+    guest.transcript.log(&format!("QEMU pid {} started: {}", vm.pid, rec.qemu.command.join(" ")));
+
+    let result = phases(args, rec, vm, &mut guest);
+    // On failure keep reading briefly: the lines right after are often the evidence.
+    if let Err(f) = &result {
+        if f.outcome == Outcome::Fail && !guest.serial.eof() {
+            guest.serial.drain_for(Duration::from_millis(500));
+        }
+        guest.transcript.log(&format!("verdict: {} in phase {}: {}", f.finding, f.phase, f.detail));
+    }
+    rec.findings.extend(guest.serial.findings().iter().cloned());
+    let timeline: Vec<_> = guest.serial.detector().timeline().to_vec();
+    rec.serial = serde_json::json!({
+        "bytes": guest.serial.bytes,
+        "dropped_from_match_buffer": guest.serial.dropped,
+        "last_lines": guest.serial.tail(15),
+        "timeline": timeline,
+        "lan_line": guest.serial.seen(checks::LAN_LINE).map(|(l, t)| serde_json::json!({"line": l, "text": t})),
+    });
+    *progress = std::mem::replace(&mut guest.serial.progress, Progress::silent());
+    result
+}
+
+fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Result<(), Failure> {
+    // qemu: running and answering QMP.
+    let mut qmp = vm.qmp().map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QMP: {e:#}")))?;
+    let status = qmp.execute("query-status", None).map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("{e:#}")))?;
+    guest.transcript.log(&format!("QMP query-status: {status}"));
+    drop(qmp);
+
+    let boot_t = boot::Timeouts {
+        boot: Duration::from_secs(args.boot_timeout),
+        stall: Duration::from_secs(args.stall),
+        init_stall: Duration::from_secs(args.stall.max(120)),
+    };
+    let greeting = boot::follow(guest, rec, &boot_t, vm.started)?;
+    let login_t = login::Timeouts { step: Duration::from_secs(30), command: Duration::from_secs(args.command_timeout) };
+    let user = login::login(guest, greeting, args.login.as_ref(), &login_t)?;
+    rec.note(&format!("logged in as {user}"));
+
+    rec.begin(Phase::Shell);
+    guest.serial.progress.phase("shell");
+    let uid = login::settle_shell(guest, &login_t)?;
+
+    rec.begin(Phase::Root);
+    guest.serial.progress.phase("root");
+    login::escalate(guest, uid, args.login.as_ref(), &login_t, rec)?;
+
+    rec.begin(Phase::Checks);
+    guest.serial.progress.phase("checks");
+    let checks_t = checks::Timeouts {
+        command: Duration::from_secs(args.command_timeout),
+        storage: Duration::from_secs(args.storage_timeout),
+        network: Duration::from_secs(args.network_timeout),
+        unit: Duration::from_secs(args.storage_timeout),
+        serial_line: Duration::from_secs(args.network_timeout),
+    };
+    checks::run_all(guest, rec, &checks_t)?;
+    let failed_check = rec.checks.iter().find(|c| c.status == "fail").map(|c| (c.name.clone(), c.finding.clone(), c.detail.clone()));
+
+    if args.keep {
+        rec.end_current();
+    } else {
+        rec.begin(Phase::Poweroff);
+        guest.serial.progress.phase("poweroff");
+        power_off(guest, vm, rec)?;
+    }
+    match failed_check {
+        Some((name, finding, detail)) => Err(Failure::fail(
+            Phase::Checks,
+            finding.as_deref().unwrap_or("check-failed"),
+            format!("check {name} failed: {detail}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Guest `poweroff` as root; QEMU exits by itself (`-no-reboot`). If not within 60 s, the
+/// ladder takes over and the phase fails (the image does not power off).
+fn power_off(guest: &mut Guest, vm: &mut Qemu, rec: &mut Record) -> Result<(), Failure> {
+    guest.type_line("poweroff", "poweroff\n").map_err(|s| Failure::from_stop(Phase::Poweroff, s, &mut guest.serial, "poweroff"))?;
+    match guest.serial.wait_until(Wait::new(Duration::from_secs(60), None), &mut |s| s.eof()) {
+        Ok(()) | Err(Stop::Eof) => {
+            if vm.wait_timeout(Duration::from_secs(10)).is_some() {
+                rec.qemu.stopped_by = Some("guest-poweroff".into());
+                return Ok(());
+            }
+            Err(Failure::fail(Phase::Poweroff, "phase-timeout", "the serial line closed but QEMU did not exit within 10 s"))
+        }
+        Err(Stop::Deadline) => {
+            let rung = vm.stop(Duration::from_secs(10));
+            rec.qemu.stopped_by = Some(rung.to_string());
+            Err(Failure::fail(Phase::Poweroff, "phase-timeout", format!("`poweroff` did not stop the guest within 60 s; QEMU stopped by {rung}")))
+        }
+        Err(s) => Err(Failure::from_stop(Phase::Poweroff, s, &mut guest.serial, "waiting for the guest to power off")),
+    }
+}
+
+fn choose_image(args: &Args, progress: &mut Progress) -> Result<Chosen> {
+    if let Some(iso) = &args.iso {
+        if !iso.is_file() {
+            return Err(exit::infra(format!(
+                "--iso {iso}: no such file; check the path, or build one with `cargo xtask fixture` or `cargo xtask build-image`"
+            )));
+        }
+        let iso = iso.canonicalize_utf8()?;
+        return Ok(Chosen { iso, source: "iso", fault: None, store_path: None, nar_hash: None });
+    }
+    if let Some(image) = &args.image {
+        let (kind, fault) = match image.split_once(':') {
+            Some((k, f)) => (k, Some(f)),
+            None => (image.as_str(), None),
+        };
+        if kind != "fixture" {
+            return Err(exit::usage(format!("--image {image}: expected `fixture` or `fixture:FAULT`")));
+        }
+        let fault = fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()?;
+        progress.note(&format!("building fixture ISO{} …", fault.map_or(String::new(), |f| format!(" ({f})"))));
+        let iso = crate::fixture::build(fault)?;
+        return Ok(Chosen { iso, source: "fixture", fault: fault.map(|f| f.name().to_string()), store_path: None, nar_hash: None });
+    }
+    let built = if args.no_build {
+        crate::build_image::last_build()?.ok_or_else(|| {
+            exit::infra("--no-build: no previous `cargo xtask build-image` result recorded (target/build-image/last.json); build one, or pass --iso/--image")
+        })?
+    } else {
+        progress.note("building the flake image (.#bootImage) …");
+        crate::build_image::build_default(&Default::default()).map_err(|e| {
+            let code = e.downcast_ref::<exit::Exit>().map_or(exit::INFRA, |x| x.code);
+            anyhow::Error::from(exit::Exit {
+                code,
+                message: format!(
+                    "no --iso/--image given and the flake image cannot be built here: {e:#}; try `--image fixture` or `--iso PATH`"
+                ),
+            })
+        })?
+    };
+    Ok(Chosen {
+        iso: built.iso,
+        source: "flake",
+        fault: None,
+        store_path: Some(built.store_path),
+        nar_hash: built.nar_hash,
+    })
+}
+
+/// Unix socket paths are limited to 107 bytes; a deep run directory gets its sockets in /tmp.
+fn socket_dir(run_dir: &Utf8Path) -> Result<Utf8PathBuf> {
+    if run_dir.join("serial.sock").as_str().len() < 100 {
+        return Ok(run_dir.to_path_buf());
+    }
+    let dir = Utf8PathBuf::from(format!("/tmp/xtask-vm-{}", std::process::id()));
+    fs_err::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
+    let text = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let v: Vec<&str> = text.lines().collect();
+    let t = v[v.len().saturating_sub(lines)..].join("\n");
+    (!t.trim().is_empty()).then_some(t)
+}
+
+fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
+    println!("QEMU left running (--keep), pid {}. Attach:", vm.pid);
+    println!("  serial console: socat -,rawer,escape=0x1d UNIX-LISTEN:{}   (QEMU reconnects within 1 s; press Enter; Ctrl-] quits)", spec.serial_sock);
+    println!("  QMP:            socat - UNIX-CONNECT:{}", spec.qmp_sock);
+    println!("  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
+    println!("  stop it:        kill {}   (then remove {}/disk.qcow2)", vm.pid, dir);
+}
+
+fn print_summary(rec: &Record, _fancy: bool) {
+    let fancy = ui::fancy_stdout();
+    println!();
+    println!("{:<12} {:>9}  status", "phase", "seconds");
+    for p in rec.phases() {
+        let tone = match p.status {
+            "ok" => ui::Tone::Good,
+            "failed" => ui::Tone::Bad,
+            _ => ui::Tone::Dim,
+        };
+        println!("{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status));
+    }
+    if !rec.checks.is_empty() {
+        println!();
+        for c in &rec.checks {
+            let tone = match c.status {
+                "pass" => ui::Tone::Good,
+                "fail" => ui::Tone::Bad,
+                _ => ui::Tone::Dim,
+            };
+            println!("check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status), c.detail);
+        }
+    }
+    println!();
+    let meta = rec.to_json();
+    match &rec.failure {
+        None => println!("{} in {:.1} s", ui::paint(fancy, ui::Tone::Good, "PASS"), rec.total_seconds()),
+        Some(f) => {
+            let v = &meta["verdict"];
+            let label = match f.outcome {
+                Outcome::Fail => "FAIL",
+                Outcome::Infra => "INFRASTRUCTURE",
+                Outcome::Interrupted => "INTERRUPTED",
+            };
+            println!("{} in phase {}: {} ({})", ui::paint(fancy, ui::Tone::Bad, label), f.phase, f.finding, f.detail);
+            println!("  cause: {}", v["cause"].as_str().unwrap_or(""));
+            println!("  fix:   {}", v["fix"].as_str().unwrap_or(""));
+            if let Some(lines) = meta["serial"]["last_lines"].as_array().filter(|l| !l.is_empty()) {
+                println!("  last serial lines:");
+                for l in lines.iter().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
+                    println!("    | {}", l.as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    println!("run directory: {}  (exit {})", rec.dir, rec.exit_code());
 }

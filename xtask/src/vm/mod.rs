@@ -3,3 +3,16 @@
 
 pub mod preflight;
 pub mod report;
+pub mod boot;
+pub mod checks;
+pub mod interrupt;
+pub mod login;
+pub mod progress;
+pub mod qemu;
+pub mod record;
+pub mod serial;
+pub mod shell;
+pub mod transcript;
+pub mod verdict;
+
+pub use interrupt::interrupted;

@@ -1,0 +1,206 @@
+//! From the login line to a proven root shell.
+//!
+//! Autologin (`(automatic login)`) needs nothing typed; a plain `login:` prompt needs
+//! `--login USER[:PASSWORD]`. Escalation tries `sudo -i`, then `su -`, answering password
+//! prompts with the given password (or an empty line: installer images have empty passwords).
+//! Prompts only pace the typing; root is PROVEN by the framed `id -u` output being `0`.
+
+use crate::diagnose::Phase;
+use crate::vm::boot::Greeting;
+use crate::vm::record::Record;
+use crate::vm::serial::{Stop, Wait};
+use crate::vm::shell::Guest;
+use crate::vm::verdict::Failure;
+use regex::Regex;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// A shell waiting for input: a prompt ending in `$`, `#` or `>` at the end of what arrived.
+static PROMPT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[$#>] ?\z").unwrap());
+static PASSWORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)password(?: for [^:\n]*)?: *\z").unwrap());
+static REFUSED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)Login incorrect|Authentication failure|incorrect password attempt|not in the sudoers|is not allowed to run|a password is required|sudo: .*not found|su: .*(?:failure|denied)").unwrap()
+});
+
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Option<String>,
+}
+
+impl std::str::FromStr for Credentials {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (user, password) = match s.split_once(':') {
+            Some((u, p)) => (u, Some(p.to_string())),
+            None => (s, None),
+        };
+        if user.is_empty() || user.contains(char::is_whitespace) {
+            return Err(format!("`{s}`: expected USER or USER:PASSWORD"));
+        }
+        Ok(Credentials { user: user.to_string(), password })
+    }
+}
+
+pub struct Timeouts {
+    /// Each step of the login/escalation dialogue.
+    pub step: Duration,
+    /// One framed command (`id -u`).
+    pub command: Duration,
+}
+
+/// Login phase: ends when a shell prompt appeared. Returns the user we are logged in as.
+pub fn login(guest: &mut Guest, greeting: Greeting, creds: Option<&Credentials>, t: &Timeouts) -> Result<String, Failure> {
+    let phase = Phase::Login;
+    let user = match greeting {
+        Greeting::Autologin { user } => {
+            guest.transcript.log(&format!("autologin as {user}"));
+            user
+        }
+        Greeting::Prompt => {
+            let Some(creds) = creds else {
+                return Err(Failure::fail(
+                    phase,
+                    "login-prompt",
+                    "the console shows a `login:` prompt (no autologin); pass `--login USER[:PASSWORD]`",
+                ));
+            };
+            guest.type_line(&creds.user, &format!("{}\n", creds.user)).map_err(|s| stop(phase, s, guest, "typing the user name"))?;
+            let hit = guest
+                .serial
+                .expect(&[&*PASSWORD, &*PROMPT, &*REFUSED], Wait::new(t.step, Some(t.step)))
+                .map_err(|s| stop(phase, s, guest, "waiting for a password prompt or shell after the user name"))?;
+            if hit.index == 0 {
+                let pw = creds.password.clone().unwrap_or_default();
+                guest.type_line("(password)", &format!("{pw}\n")).map_err(|s| stop(phase, s, guest, "typing the password"))?;
+                let hit = guest
+                    .serial
+                    .expect(&[&*PROMPT, &*REFUSED, &*crate::vm::boot::LOGIN_PROMPT], Wait::new(t.step, Some(t.step)))
+                    .map_err(|s| stop(phase, s, guest, "waiting for a shell after the password"))?;
+                if hit.index != 0 {
+                    return Err(Failure::fail(phase, "login-prompt", format!("login as {} was refused: {}", creds.user, hit.group(0).trim())));
+                }
+            } else if hit.index == 2 {
+                return Err(Failure::fail(phase, "login-prompt", format!("login as {} was refused: {}", creds.user, hit.group(0).trim())));
+            }
+            creds.user.clone()
+        }
+    };
+    // Pace: let the profile scripts finish and the prompt appear (stall = the shell is quiet).
+    match guest.serial.expect(&[&*PROMPT], Wait::new(t.step, Some(Duration::from_secs(5)))) {
+        Ok(_) | Err(Stop::Stall(_)) | Err(Stop::Deadline) => Ok(user),
+        Err(s) => Err(stop(phase, s, guest, "waiting for the shell prompt")),
+    }
+}
+
+/// Shell phase: make the shell boring and prove it answers framed commands.
+pub fn settle_shell(guest: &mut Guest, t: &Timeouts) -> Result<u32, Failure> {
+    let phase = Phase::Shell;
+    guest.make_boring().map_err(|s| stop(phase, s, guest, "sending the shell setup"))?;
+    match guest.uid(t.command) {
+        Ok(Some(uid)) => Ok(uid),
+        Ok(None) => Err(Failure::fail(phase, "guest-unresponsive", "the shell answered `id -u` with something that is not a number")),
+        Err(f) => Err(command_failure(phase, f, guest)),
+    }
+}
+
+/// Root phase: `sudo -i`, then `su -`; root only when `id -u` prints 0.
+pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Timeouts, rec: &mut Record) -> Result<&'static str, Failure> {
+    let phase = Phase::Root;
+    if uid == 0 {
+        guest.transcript.log("already root (id -u = 0)");
+        return Ok("already-root");
+    }
+    let password = creds.and_then(|c| c.password.clone()).unwrap_or_default();
+    let mut tried = Vec::new();
+    for (method, line) in [("sudo -i", "sudo -i\n"), ("su -", "su -\n")] {
+        guest.type_line(method, line).map_err(|s| stop(phase, s, guest, method))?;
+        let outcome = dialogue(guest, &password, t).map_err(|s| stop(phase, s, guest, method))?;
+        // Whatever the prompts said, ask the shell we are in now.
+        guest.make_boring().map_err(|s| stop(phase, s, guest, method))?;
+        let uid = match guest.uid(t.command) {
+            Ok(u) => u,
+            Err(f) => return Err(command_failure(phase, f, guest)),
+        };
+        guest.transcript.log(&format!("after {method}: id -u = {uid:?} ({outcome})"));
+        if uid == Some(0) {
+            rec.note(&format!("root via `{method}`"));
+            return Ok(if method == "sudo -i" { "sudo -i" } else { "su -" });
+        }
+        tried.push(format!("`{method}`: {outcome}, id -u = {}", uid.map_or("?".to_string(), |u| u.to_string())));
+    }
+    Err(Failure::fail(phase, "escalation-failed", format!("could not become root from uid {uid}: {}", tried.join("; "))))
+}
+
+/// Answers password prompts until a shell prompt or a refusal; returns what happened.
+fn dialogue(guest: &mut Guest, password: &str, t: &Timeouts) -> Result<String, Stop> {
+    let mut answered = 0;
+    loop {
+        match guest.serial.expect(&[&*PASSWORD, &*PROMPT, &*REFUSED], Wait::new(t.step, Some(Duration::from_secs(5)))) {
+            Ok(hit) if hit.index == 0 => {
+                if answered >= 1 {
+                    // A second prompt: the password was wrong. Cancel instead of guessing.
+                    guest.type_line("^C (cancel the password prompt)", "\x03")?;
+                    let _ = guest.serial.expect(&[&*PROMPT], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(3))));
+                    return Ok(format!("password refused ({})", hit.group(0).trim()));
+                }
+                answered += 1;
+                guest.type_line("(password)", &format!("{password}\n"))?;
+            }
+            Ok(hit) if hit.index == 1 => return Ok("shell prompt".to_string()),
+            Ok(hit) => {
+                let refusal = hit.group(0).trim().to_string();
+                let _ = guest.serial.expect(&[&*PROMPT], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(3))));
+                return Ok(format!("refused: {refusal}"));
+            }
+            // Quiet without a recognisable prompt: let `id -u` tell where we are.
+            Err(Stop::Stall(_)) => return Ok("no prompt seen".to_string()),
+            Err(s) => return Err(s),
+        }
+    }
+}
+
+fn stop(phase: Phase, s: Stop, guest: &mut Guest, what: &str) -> Failure {
+    Failure::from_stop(phase, s, &mut guest.serial, what)
+}
+
+/// A framed command that did not come back: silence means the guest hung.
+pub fn command_failure(phase: Phase, f: crate::vm::shell::Failed, guest: &mut Guest) -> Failure {
+    let what = format!("running `{}`", f.command);
+    match f.stop {
+        Stop::Deadline if f.bytes_during == 0 => Failure::fail(
+            phase,
+            "guest-unresponsive",
+            format!("{what}: the guest sent nothing back before the deadline; the shell (or the whole guest) stopped answering"),
+        ),
+        Stop::Deadline => Failure::fail(
+            phase,
+            "guest-unresponsive",
+            format!("{what}: no end marker before the deadline ({} bytes of other output arrived)", f.bytes_during),
+        ),
+        s => Failure::from_stop(phase, s, &mut guest.serial, &what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials() {
+        let c: Credentials = "root:pw:x".parse().unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_deref()), ("root", Some("pw:x")));
+        let c: Credentials = "nixos".parse().unwrap();
+        assert_eq!(c.password, None);
+        assert!("".parse::<Credentials>().is_err());
+    }
+
+    #[test]
+    fn prompts() {
+        assert!(PASSWORD.is_match("[sudo] password for nixos: "));
+        assert!(PASSWORD.is_match("Password: "));
+        assert!(PROMPT.is_match("\n[nixos@nixos:~]$ "));
+        assert!(PROMPT.is_match("[root@nixos:~]# "));
+        assert!(REFUSED.is_match("sudo: 3 incorrect password attempts"));
+    }
+}

@@ -1,0 +1,294 @@
+//! The QEMU process: its command line, a spawn that cannot outlive the harness, a small QMP
+//! client, and the shutdown ladder (guest poweroff → QMP system_powerdown → QMP quit → SIGKILL).
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = "qemu-system-x86_64";
+
+/// Everything that decides the QEMU command line.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub binary: Utf8PathBuf,
+    pub iso: Utf8PathBuf,
+    pub disk: Utf8PathBuf,
+    pub accel: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// The harness listens here; QEMU connects as a client (nothing printed before is lost).
+    pub serial_sock: Utf8PathBuf,
+    /// QEMU serves QMP here.
+    pub qmp_sock: Utf8PathBuf,
+    /// Host port forwarded to the guest's port 22 (picked by the OS).
+    pub ssh_port: u16,
+    /// With `--keep`, QEMU reconnects the serial line to whoever listens on `serial_sock` later.
+    pub reconnect_serial: bool,
+}
+
+impl Spec {
+    /// The arguments after the binary: `-nodefaults` and every device spelled out.
+    pub fn args(&self) -> Vec<String> {
+        let serial = if self.reconnect_serial {
+            format!("socket,id=ser0,path={},reconnect=1", self.serial_sock)
+        } else {
+            format!("socket,id=ser0,path={}", self.serial_sock)
+        };
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+        push(&["-nodefaults", "-display", "none", "-no-reboot"]);
+        push(&["-accel", &self.accel]);
+        push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
+        push(&["-chardev", &serial, "-serial", "chardev:ser0"]);
+        push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", self.qmp_sock)]);
+        push(&["-mon", "chardev=qmp0,mode=control"]);
+        push(&["-drive", &format!("file={},if=virtio,format=qcow2,cache=unsafe", self.disk)]);
+        push(&["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port)]);
+        push(&["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
+        push(&["-cdrom", self.iso.as_str(), "-boot", "d"]);
+        a
+    }
+
+    /// The whole command, for metadata and for humans to re-run.
+    pub fn command(&self) -> Vec<String> {
+        std::iter::once(self.binary.to_string()).chain(self.args()).collect()
+    }
+}
+
+/// Finds the QEMU binary or says how to install it (exit 3).
+pub fn locate() -> Result<Utf8PathBuf> {
+    let path = which::which(BINARY).map_err(|_| {
+        crate::exit::infra(format!(
+            "{BINARY} not found on PATH; install it with `sudo apt-get install qemu-system-x86` (or run `sudo scripts/install-deps.sh`)"
+        ))
+    })?;
+    Utf8PathBuf::from_path_buf(path).map_err(|p| anyhow::anyhow!("non-UTF-8 path {}", p.display()))
+}
+
+/// `QEMU emulator version 7.2.22 (Debian ...)` → `7.2.22`.
+pub fn version(binary: &Utf8Path) -> Result<String> {
+    let out = Command::new(binary).arg("--version").output().with_context(|| format!("running {binary} --version"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or("");
+    Ok(first.strip_prefix("QEMU emulator version ").unwrap_or(first).split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// Creates the per-run scratch disk: a sparse qcow2 that costs nothing until written.
+pub fn create_disk(path: &Utf8Path, size: &str) -> Result<()> {
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", path.as_str(), size])
+        .output()
+        .map_err(|e| crate::exit::infra(format!("cannot run qemu-img ({e}); install `qemu-utils`")))?;
+    if !out.status.success() {
+        bail!(crate::exit::infra(format!(
+            "qemu-img create {path} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Asks the OS for a free TCP port on 127.0.0.1 (bind port 0, read it back, release it).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running QEMU. Killed (and reaped) on drop unless `detach`ed for `--keep`.
+pub struct Qemu {
+    child: Option<Child>,
+    pub pid: u32,
+    pub started: Instant,
+    qmp_sock: Utf8PathBuf,
+}
+
+impl Qemu {
+    /// Spawns QEMU with stdout+stderr to `log`. Normally QEMU gets `PR_SET_PDEATHSIG(SIGKILL)`
+    /// (a SIGKILLed harness takes QEMU with it) and its own process group (a terminal Ctrl-C
+    /// reaches only the harness, which then shuts QEMU down in order). `keep` starts it in a
+    /// new session instead, without the death signal, so it can outlive the harness.
+    pub fn spawn(spec: &Spec, log: &Utf8Path, keep: bool) -> Result<Qemu> {
+        let log_file = fs_err::File::create(log)?.into_parts().0;
+        let mut cmd = Command::new(&spec.binary);
+        cmd.args(spec.args()).stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
+        // SAFETY: only async-signal-safe libc calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if keep {
+                    if libc::setsid() < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else {
+                    if libc::setpgid(0, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The harness may have died between fork and prctl.
+                    if libc::getppid() == 1 {
+                        libc::_exit(1);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| {
+            crate::exit::infra(format!("cannot start {}: {e}; install `qemu-system-x86`", spec.binary))
+        })?;
+        Ok(Qemu { pid: child.id(), child: Some(child), started: Instant::now(), qmp_sock: spec.qmp_sock.clone() })
+    }
+
+    /// Exit status if QEMU has exited (reaps it).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for QEMU to exit (it exits within ~100 ms of a guest poweroff).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn qmp(&self) -> Result<Qmp> {
+        Qmp::connect(&self.qmp_sock, Duration::from_secs(3))
+    }
+
+    /// The rest of the shutdown ladder once the guest's own poweroff did not end QEMU:
+    /// QMP `system_powerdown` (ACPI), then QMP `quit`, then SIGKILL. Returns the rung that worked.
+    pub fn stop(&mut self, powerdown_wait: Duration) -> &'static str {
+        if self.try_wait().is_some() {
+            return "exited";
+        }
+        if let Ok(mut q) = self.qmp() {
+            if q.execute("system_powerdown", None).is_ok() && self.wait_timeout(powerdown_wait).is_some() {
+                return "qmp-system_powerdown";
+            }
+            if q.execute("quit", None).is_ok() && self.wait_timeout(Duration::from_secs(3)).is_some() {
+                return "qmp-quit";
+            }
+        }
+        self.kill();
+        "sigkill"
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// `--keep`: leave QEMU running after the harness exits.
+    pub fn detach(mut self) -> u32 {
+        self.child = None;
+        self.pid
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A hand-rolled QMP client: line-delimited JSON, greeting, `qmp_capabilities`, then
+/// `execute` lines; asynchronous `event` lines are skipped.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    pub fn connect(path: &Utf8Path, timeout: Duration) -> Result<Qmp> {
+        let end = Instant::now() + timeout;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() >= end => return Err(e).with_context(|| format!("connecting to QMP at {path}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut q = Qmp { reader: BufReader::new(stream.try_clone()?), writer: stream };
+        let greeting = q.read_value()?;
+        if greeting.get("QMP").is_none() {
+            bail!("unexpected QMP greeting: {greeting}");
+        }
+        q.execute("qmp_capabilities", None)?;
+        Ok(q)
+    }
+
+    fn read_value(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            bail!("QMP connection closed");
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Runs a command and returns its `return` value (or its `error` as Err).
+    pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
+        let mut msg = json!({ "execute": command });
+        if let Some(a) = arguments {
+            msg["arguments"] = a;
+        }
+        writeln!(self.writer, "{msg}")?;
+        loop {
+            let v = self.read_value()?;
+            if let Some(r) = v.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = v.get("error") {
+                bail!("QMP {command}: {e}");
+            }
+            // {"event": ...}: asynchronous, not our answer.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_is_explicit() {
+        let spec = Spec {
+            binary: "/usr/bin/qemu-system-x86_64".into(),
+            iso: "/x.iso".into(),
+            disk: "/r/disk.qcow2".into(),
+            accel: "tcg".into(),
+            memory_mib: 1024,
+            cpus: 2,
+            serial_sock: "/r/serial.sock".into(),
+            qmp_sock: "/r/qmp.sock".into(),
+            ssh_port: 40000,
+            reconnect_serial: false,
+        };
+        let line = spec.command().join(" ");
+        for part in [
+            "-nodefaults",
+            "-no-reboot",
+            "-accel tcg",
+            "-chardev socket,id=ser0,path=/r/serial.sock -serial chardev:ser0",
+            "hostfwd=tcp:127.0.0.1:40000-:22",
+            "-cdrom /x.iso -boot d",
+            "virtio-rng-pci",
+        ] {
+            assert!(line.contains(part), "{part} missing in {line}");
+        }
+        assert!(!line.contains("server=on,wait=off -serial"), "the harness is the serial server");
+    }
+}

@@ -1,0 +1,226 @@
+//! The run record: `metadata.json` (schema 1, see CONTRACTS.md), written early, rewritten at
+//! every phase change and at the end — also on failure, QEMU crash and Ctrl-C — plus
+//! `report.md` and `junit.xml` rendered from the same JSON value.
+
+use crate::diagnose::{Finding, Phase};
+use crate::vm::verdict::Failure;
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Image {
+    pub path: String,
+    pub size_bytes: u64,
+    /// `iso` | `fixture` | `flake`
+    pub source: String,
+    pub fault: Option<String>,
+    pub store_path: Option<String>,
+    pub nar_hash: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct QemuInfo {
+    pub binary: String,
+    pub version: String,
+    pub command: Vec<String>,
+    pub accel: String,
+    pub accel_reason: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub pid: Option<u32>,
+    pub ssh_port: Option<u16>,
+    /// How QEMU ended: `guest-poweroff`, `qmp-system_powerdown`, `qmp-quit`, `sigkill`, `kept`.
+    pub stopped_by: Option<String>,
+    pub exit_status: Option<String>,
+    pub stderr_tail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseRecord {
+    pub phase: Phase,
+    pub seconds: f64,
+    /// `ok` | `failed` | `not-reached`
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    /// `pass` | `fail` | `skip`
+    pub status: &'static str,
+    pub detail: String,
+    pub evidence: String,
+    pub seconds: f64,
+    /// Catalogue id when the failure matches a known signature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<String>,
+}
+
+pub struct Record {
+    pub dir: Utf8PathBuf,
+    started_at: jiff::Timestamp,
+    start: Instant,
+    pub image: Image,
+    pub qemu: QemuInfo,
+    phases: Vec<PhaseRecord>,
+    current: Option<(Phase, Instant)>,
+    pub checks: Vec<Check>,
+    pub findings: Vec<Finding>,
+    pub failure: Option<Failure>,
+    notes: Vec<String>,
+    pub serial: Value,
+    pub timeouts: Value,
+    finished: bool,
+}
+
+impl Record {
+    pub fn new(dir: Utf8PathBuf, started_at: jiff::Timestamp, start: Instant) -> Record {
+        Record {
+            dir,
+            started_at,
+            start,
+            image: Image::default(),
+            qemu: QemuInfo::default(),
+            phases: Vec::new(),
+            current: None,
+            checks: Vec::new(),
+            findings: Vec::new(),
+            failure: None,
+            notes: Vec::new(),
+            serial: Value::Null,
+            timeouts: Value::Null,
+            finished: false,
+        }
+    }
+
+    /// The phase running now (or the last one begun).
+    pub fn current(&self) -> Phase {
+        self.current.map(|(p, _)| p).or_else(|| self.phases.last().map(|p| p.phase)).unwrap_or(Phase::Qemu)
+    }
+
+    /// Ends the running phase as `ok` and starts `phase`; phases jumped over count as `ok`
+    /// with 0 s (the serial text showed a later phase without a trace of them).
+    pub fn begin(&mut self, phase: Phase) {
+        let now = Instant::now();
+        if let Some((p, t)) = self.current.take() {
+            self.phases.push(PhaseRecord { phase: p, seconds: (now - t).as_secs_f64(), status: "ok" });
+        }
+        let last = self.phases.last().map(|p| p.phase);
+        for p in Phase::ALL {
+            if last.is_some_and(|l| p > l) && p < phase {
+                self.phases.push(PhaseRecord { phase: p, seconds: 0.0, status: "ok" });
+            }
+        }
+        self.current = Some((phase, now));
+        let _ = self.write();
+    }
+
+    /// Ends the running phase as `failed`.
+    pub fn fail_current(&mut self) {
+        if let Some((p, t)) = self.current.take() {
+            self.phases.push(PhaseRecord { phase: p, seconds: t.elapsed().as_secs_f64(), status: "failed" });
+        }
+    }
+
+    /// Ends the running phase as `ok` without starting another.
+    pub fn end_current(&mut self) {
+        if let Some((p, t)) = self.current.take() {
+            self.phases.push(PhaseRecord { phase: p, seconds: t.elapsed().as_secs_f64(), status: "ok" });
+        }
+    }
+
+    pub fn phases(&self) -> &[PhaseRecord] {
+        &self.phases
+    }
+
+    pub fn note(&mut self, note: &str) {
+        self.notes.push(note.to_string());
+    }
+
+    pub fn total_seconds(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    pub fn outcome(&self) -> &'static str {
+        match &self.failure {
+            None if self.finished => "pass",
+            None => "running",
+            Some(f) => f.outcome.name(),
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.failure.as_ref().map_or(crate::exit::OK, |f| f.outcome.exit_code())
+    }
+
+    /// Closes the record: unreached phases are listed as such.
+    pub fn finish(&mut self) {
+        if self.failure.is_some() {
+            self.fail_current();
+        } else {
+            self.end_current();
+        }
+        for p in Phase::ALL {
+            if !self.phases.iter().any(|r| r.phase == p) {
+                self.phases.push(PhaseRecord { phase: p, seconds: 0.0, status: "not-reached" });
+            }
+        }
+        self.phases.sort_by_key(|r| r.phase);
+        self.finished = true;
+    }
+
+    pub fn to_json(&self) -> Value {
+        let verdict = self.failure.as_ref().map(|f| {
+            let sig = crate::diagnose::signature(&f.finding);
+            json!({
+                "phase": f.phase,
+                "finding": f.finding,
+                "cause": sig.map_or_else(|| f.detail.clone(), |s| s.cause.to_string()),
+                "fix": sig.map_or("see the run directory's transcript.log and serial.txt", |s| s.fix),
+                "detail": f.detail,
+            })
+        });
+        let mut phases = self.phases.clone();
+        if let Some((p, t)) = self.current {
+            phases.push(PhaseRecord { phase: p, seconds: t.elapsed().as_secs_f64(), status: "running" });
+        }
+        json!({
+            "schema": 1,
+            "tool": "cargo xtask vm-test",
+            "started_at": self.started_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "finished_at": self.finished.then(|| jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            "run_dir": self.dir.as_str(),
+            "image": self.image,
+            "qemu": self.qemu,
+            "phases": phases,
+            "checks": self.checks,
+            "outcome": self.outcome(),
+            "verdict": verdict,
+            "findings": self.findings,
+            "exit_code": self.finished.then(|| self.exit_code()),
+            "total_seconds": (self.total_seconds() * 100.0).round() / 100.0,
+            "notes": self.notes,
+            "serial": self.serial,
+            "timeouts": self.timeouts,
+        })
+    }
+
+    /// Writes metadata.json atomically (and, once finished, report.md and junit.xml).
+    pub fn write(&self) -> Result<()> {
+        let value = self.to_json();
+        crate::project::write_atomic(&self.dir.join("metadata.json"), serde_json::to_string_pretty(&value)?.as_bytes())?;
+        if self.finished {
+            write_reports(&self.dir, &value)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_reports(dir: &Utf8Path, value: &Value) -> Result<()> {
+    crate::project::write_atomic(&dir.join("report.md"), crate::vm::report::markdown(value).as_bytes())?;
+    crate::project::write_atomic(&dir.join("junit.xml"), crate::vm::report::junit(value).as_bytes())?;
+    Ok(())
+}

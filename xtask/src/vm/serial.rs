@@ -1,0 +1,463 @@
+//! The serial line: QEMU connects to a socket the harness already listens on; bytes are read
+//! with `poll()` then `read()`, teed raw to `serial.log`, cleaned once by `crate::clean::Cleaner`
+//! (→ `serial.txt` and the match buffer), and fed line by line to `crate::diagnose::Detector`.
+//! `expect` matches precompiled regexes on clean text only, with a deadline and a stall window.
+
+use crate::clean::Cleaner;
+use crate::diagnose::{Detector, Finding};
+use crate::vm::progress::Progress;
+use anyhow::{Context, Result};
+use camino::Utf8Path;
+use regex::Regex;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+/// Unconsumed clean text kept for matching; beyond this the oldest half is dropped (a flood
+/// must not grow memory). Matches never need more than the recent past.
+const MAX_BUFFER: usize = 256 * 1024;
+/// How far back a new search starts before the already-searched end (a match may straddle reads).
+const OVERLAP: usize = 4096;
+/// A line longer than this is cut and fed to the detector anyway (flood without newlines).
+const MAX_LINE: usize = 8192;
+/// Lines kept for verdicts ("the last lines").
+const TAIL_LINES: usize = 40;
+/// Finding ids that end the run at once: waiting longer cannot change the outcome.
+pub const FATAL: &[&str] = &["kernel-panic", "emergency-mode"];
+/// After a fatal finding, keep reading this long so the evidence (panic trace) is logged.
+const FATAL_GRACE: Duration = Duration::from_secs(2);
+
+/// When a wait gives up.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait {
+    pub deadline: Instant,
+    /// No new bytes for this long → stop. `None`: silence is fine (a long quiet command).
+    pub stall: Option<Duration>,
+}
+
+impl Wait {
+    pub fn new(timeout: Duration, stall: Option<Duration>) -> Wait {
+        Wait { deadline: Instant::now() + timeout, stall }
+    }
+}
+
+/// A successful match.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// Which of the regexes matched.
+    pub index: usize,
+    /// Clean text between the previous consumption point and the match.
+    pub before: String,
+    /// Capture groups (0 = whole match).
+    pub groups: Vec<Option<String>>,
+}
+
+impl Hit {
+    pub fn group(&self, i: usize) -> &str {
+        self.groups.get(i).and_then(|g| g.as_deref()).unwrap_or("")
+    }
+}
+
+/// Why a wait ended without a match.
+#[derive(Debug)]
+pub enum Stop {
+    /// QEMU closed the serial line (it exited).
+    Eof,
+    Deadline,
+    /// No bytes for this long.
+    Stall(Duration),
+    /// The detector saw something that ends the run (kernel panic, emergency mode).
+    Fatal(Finding),
+    /// SIGINT/SIGTERM.
+    Interrupted,
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Eof => write!(f, "QEMU closed the serial line (it exited)"),
+            Stop::Deadline => write!(f, "deadline passed"),
+            Stop::Stall(d) => write!(f, "no serial output for {:.0} s", d.as_secs_f64()),
+            Stop::Fatal(x) => write!(f, "{} at serial line {}: {}", x.id, x.line, x.text),
+            Stop::Interrupted => write!(f, "interrupted"),
+            Stop::Io(e) => write!(f, "serial I/O error: {e}"),
+        }
+    }
+}
+
+/// A line the harness wants to know about whenever it passes (e.g. `LAN IPv4 address:`).
+struct Watch {
+    name: &'static str,
+    re: Regex,
+    seen: Option<(usize, String)>,
+}
+
+pub struct Serial {
+    stream: UnixStream,
+    raw_log: std::fs::File,
+    txt_log: std::fs::File,
+    cleaner: Cleaner,
+    /// Clean text not yet consumed by `expect`.
+    buf: String,
+    /// `buf[..scanned]` has been searched without a match (minus `OVERLAP`).
+    scanned: usize,
+    partial: String,
+    lines: usize,
+    tail: VecDeque<String>,
+    detector: Detector,
+    findings: Vec<Finding>,
+    fatal: Option<(Finding, Instant)>,
+    watches: Vec<Watch>,
+    pub last_rx: Instant,
+    pub bytes: u64,
+    /// Clean bytes dropped from the match buffer because nothing consumed them (flood).
+    pub dropped: u64,
+    eof: bool,
+    pub progress: Progress,
+}
+
+/// Binds the listening socket QEMU will connect to. Bind BEFORE spawning QEMU.
+pub fn listen(path: &Utf8Path) -> Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).with_context(|| format!("binding serial socket {path}"))
+}
+
+/// Waits (by poll) for QEMU to connect. `alive` says whether QEMU still runs.
+pub fn accept(listener: &UnixListener, timeout: Duration, alive: &mut dyn FnMut() -> bool) -> Result<UnixStream, Stop> {
+    let end = Instant::now() + timeout;
+    loop {
+        if crate::vm::interrupted() {
+            return Err(Stop::Interrupted);
+        }
+        match poll_fd(listener.as_raw_fd(), Duration::from_millis(100)) {
+            Ok(true) => return listener.accept().map(|(s, _)| s).map_err(Stop::Io),
+            Ok(false) => {}
+            Err(e) => return Err(Stop::Io(e)),
+        }
+        if !alive() {
+            return Err(Stop::Eof);
+        }
+        if Instant::now() >= end {
+            return Err(Stop::Deadline);
+        }
+    }
+}
+
+/// `poll()` one fd for input; `Ok(false)` on timeout or EINTR (the caller re-checks flags).
+fn poll_fd(fd: i32, timeout: Duration) -> std::io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted { Ok(false) } else { Err(e) };
+    }
+    Ok(n > 0)
+}
+
+impl Serial {
+    pub fn new(stream: UnixStream, run_dir: &Utf8Path, progress: Progress) -> Result<Serial> {
+        let open = |name: &str| -> Result<std::fs::File> {
+            Ok(fs_err::OpenOptions::new().create(true).append(true).open(run_dir.join(name))?.into_parts().0)
+        };
+        Ok(Serial {
+            stream,
+            raw_log: open("serial.log")?,
+            txt_log: open("serial.txt")?,
+            cleaner: Cleaner::new(),
+            buf: String::new(),
+            scanned: 0,
+            partial: String::new(),
+            lines: 0,
+            tail: VecDeque::new(),
+            detector: Detector::new(),
+            findings: Vec::new(),
+            fatal: None,
+            watches: Vec::new(),
+            last_rx: Instant::now(),
+            bytes: 0,
+            dropped: 0,
+            eof: false,
+            progress,
+        })
+    }
+
+    /// Remembers the first complete line matching `re` under `name`.
+    pub fn watch(&mut self, name: &'static str, re: Regex) {
+        self.watches.push(Watch { name, re, seen: None });
+    }
+
+    /// `(line number, text)` of the first line that matched watch `name`.
+    pub fn seen(&self, name: &str) -> Option<&(usize, String)> {
+        self.watches.iter().find(|w| w.name == name).and_then(|w| w.seen.as_ref())
+    }
+
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    pub fn detector(&mut self) -> &mut Detector {
+        &mut self.detector
+    }
+
+    /// Records a finding the harness inferred (not from a line).
+    pub fn add_finding(&mut self, f: Finding) {
+        if !self.findings.iter().any(|x| x.id == f.id && x.line == f.line) {
+            self.findings.push(f);
+        }
+    }
+
+    /// Asks the detector what silence means at this point (e.g. serial silent after the bootloader).
+    pub fn silence(&mut self) -> Vec<Finding> {
+        let fs = self.detector.silence();
+        for f in &fs {
+            self.add_finding(f.clone());
+        }
+        fs
+    }
+
+    pub fn eof(&self) -> bool {
+        self.eof
+    }
+
+    /// The last `n` lines of clean text (including an unfinished last line).
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let mut v: Vec<String> = self.tail.iter().rev().take(n).rev().cloned().collect();
+        if !self.partial.trim().is_empty() {
+            v.push(self.partial.clone());
+            if v.len() > n {
+                v.remove(0);
+            }
+        }
+        v
+    }
+
+    /// The most recent non-empty line, for progress output.
+    pub fn last_line(&self) -> String {
+        if !self.partial.trim().is_empty() {
+            return self.partial.trim().to_string();
+        }
+        self.tail.iter().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()).unwrap_or_default()
+    }
+
+    /// Sends text to the guest's serial input.
+    pub fn send(&mut self, text: &str) -> std::io::Result<()> {
+        self.stream.write_all(text.as_bytes())
+    }
+
+    /// Forgets unconsumed text (before sending a command whose answer must be fresh).
+    pub fn discard(&mut self) {
+        self.buf.clear();
+        self.scanned = 0;
+    }
+
+    /// One `poll()` + `read()`; `Ok(true)` when bytes arrived.
+    fn pump(&mut self, timeout: Duration) -> std::io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if !poll_fd(self.stream.as_raw_fd(), timeout)? {
+            self.progress.tick(&self.last_line());
+            return Ok(false);
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = match self.stream.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            self.eof = true;
+            self.flush_partial();
+            return Ok(false);
+        }
+        let raw = &chunk[..n];
+        // Tee first: a crash or timeout right after still leaves these bytes on disk.
+        self.raw_log.write_all(raw)?;
+        self.bytes += n as u64;
+        self.last_rx = Instant::now();
+        let mut clean = String::new();
+        self.cleaner.feed(raw, &mut clean);
+        if !clean.is_empty() {
+            self.txt_log.write_all(clean.as_bytes())?;
+            self.buf.push_str(&clean);
+            self.bound_buffer();
+            self.feed_lines(&clean);
+        }
+        self.progress.tick(&self.last_line());
+        Ok(true)
+    }
+
+    fn bound_buffer(&mut self) {
+        if self.buf.len() <= MAX_BUFFER {
+            return;
+        }
+        let mut cut = self.buf.len() - MAX_BUFFER / 2;
+        while !self.buf.is_char_boundary(cut) {
+            cut += 1;
+        }
+        self.buf.drain(..cut);
+        self.dropped += cut as u64;
+        self.scanned = self.scanned.saturating_sub(cut);
+    }
+
+    fn feed_lines(&mut self, clean: &str) {
+        for piece in clean.split_inclusive('\n') {
+            if let Some(text) = piece.strip_suffix('\n') {
+                self.partial.push_str(text);
+                let line = std::mem::take(&mut self.partial);
+                self.complete_line(line);
+            } else {
+                self.partial.push_str(piece);
+                if self.partial.len() > MAX_LINE {
+                    let line = std::mem::take(&mut self.partial);
+                    self.complete_line(line);
+                }
+            }
+        }
+    }
+
+    fn flush_partial(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.complete_line(line);
+        }
+    }
+
+    fn complete_line(&mut self, line: String) {
+        self.lines += 1;
+        let no = self.lines;
+        for f in self.detector.feed_line(no, &line) {
+            if self.fatal.is_none() && FATAL.contains(&f.id) {
+                self.fatal = Some((f.clone(), Instant::now()));
+            }
+            self.add_finding(f);
+        }
+        for w in &mut self.watches {
+            if w.seen.is_none() && w.re.is_match(&line) {
+                w.seen = Some((no, line.clone()));
+            }
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        let mut kept = line;
+        if kept.len() > 400 {
+            let mut end = 400;
+            while !kept.is_char_boundary(end) {
+                end -= 1;
+            }
+            kept.truncate(end);
+            kept.push('…');
+        }
+        self.tail.push_back(kept);
+    }
+
+    /// Searches the unconsumed text; on a match drains through its end.
+    fn search(&mut self, res: &[&Regex]) -> Option<Hit> {
+        let mut start = self.scanned.saturating_sub(OVERLAP);
+        while !self.buf.is_char_boundary(start) {
+            start -= 1;
+        }
+        let best = res
+            .iter()
+            .enumerate()
+            .filter_map(|(i, re)| re.captures_at(&self.buf, start).map(|c| (i, c)))
+            .min_by_key(|(_, c)| c.get(0).map_or(usize::MAX, |m| m.start()));
+        match best {
+            Some((index, caps)) => {
+                let m = caps.get(0).expect("group 0");
+                let groups = caps.iter().map(|g| g.map(|g| g.as_str().to_string())).collect();
+                let hit = Hit { index, before: self.buf[..m.start()].to_string(), groups };
+                let end = m.end();
+                self.buf.drain(..end);
+                self.scanned = 0;
+                Some(hit)
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    /// Waits until one of `res` matches the clean text (earliest match wins), the deadline or
+    /// stall window passes, QEMU exits, a fatal finding appears, or the user interrupts.
+    /// Text already buffered is searched before blocking again.
+    pub fn expect(&mut self, res: &[&Regex], wait: Wait) -> Result<Hit, Stop> {
+        let started = Instant::now();
+        loop {
+            if let Some(hit) = self.search(res) {
+                return Ok(hit);
+            }
+            if let Some(stop) = self.should_stop(wait, started) {
+                return Err(stop);
+            }
+            let now = Instant::now();
+            let mut slice = Duration::from_millis(500).min(wait.deadline.saturating_duration_since(now));
+            if let Some(stall) = wait.stall {
+                let idle = now - self.last_rx.max(started);
+                slice = slice.min(stall.saturating_sub(idle));
+            }
+            self.pump(slice.max(Duration::from_millis(1))).map_err(Stop::Io)?;
+        }
+    }
+
+    /// Reads (and tees, cleans, detects) until `done()` is true or the wait ends.
+    pub fn wait_until(&mut self, wait: Wait, done: &mut dyn FnMut(&Serial) -> bool) -> Result<(), Stop> {
+        let started = Instant::now();
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if let Some(stop) = self.should_stop(wait, started) {
+                return Err(stop);
+            }
+            let slice = Duration::from_millis(500).min(wait.deadline.saturating_duration_since(Instant::now()));
+            self.pump(slice.max(Duration::from_millis(1))).map_err(Stop::Io)?;
+        }
+    }
+
+    /// Reads whatever arrives for `d` (used to collect evidence after a failure).
+    pub fn drain_for(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.eof && Instant::now() < end && !crate::vm::interrupted() {
+            if self.pump(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(200))).is_err() {
+                break;
+            }
+        }
+        self.flush_partial();
+    }
+
+    fn should_stop(&mut self, wait: Wait, started: Instant) -> Option<Stop> {
+        if crate::vm::interrupted() {
+            return Some(Stop::Interrupted);
+        }
+        if let Some((f, at)) = self.fatal.clone() {
+            if self.eof || at.elapsed() >= FATAL_GRACE {
+                self.flush_partial();
+                return Some(Stop::Fatal(f));
+            }
+            return None; // keep reading the trace for a moment
+        }
+        if self.eof {
+            return Some(Stop::Eof);
+        }
+        let now = Instant::now();
+        if now >= wait.deadline {
+            return Some(Stop::Deadline);
+        }
+        if let Some(stall) = wait.stall {
+            let idle = now - self.last_rx.max(started);
+            if idle >= stall {
+                return Some(Stop::Stall(idle));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,163 @@
+//! A boring, framed shell over the serial line.
+//!
+//! Boring: no echo, no bracketed paste, plain PS1, no PROMPT_COMMAND, TERM=dumb, no pager.
+//! Framed: every output line of a command is prefixed by sed with a per-command nonce, and
+//! the exit status follows in an end marker line. Both markers are assembled by the shell
+//! (`'N''|'`, `'__E_''N'`), so the echo of the typed command never matches them, and lines
+//! the guest broadcasts to the console meanwhile (no prefix) are ignored. One command at a
+//! time: the next is sent only after the previous end marker arrived.
+
+use crate::vm::serial::{Serial, Stop, Wait};
+use crate::vm::transcript::Transcript;
+use regex::Regex;
+use std::time::{Duration, Instant};
+
+/// The serial line plus the transcript: what login, shell and checks drive.
+pub struct Guest {
+    pub serial: Serial,
+    pub transcript: Transcript,
+    counter: u32,
+    tag: String,
+}
+
+/// A finished command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub code: i32,
+    /// The command's stdout+stderr lines, without the framing.
+    pub text: String,
+    pub seconds: f64,
+}
+
+/// A command that did not finish.
+#[derive(Debug)]
+pub struct Failed {
+    pub command: String,
+    pub stop: Stop,
+    /// Bytes received from the guest while waiting (0: the guest said nothing at all).
+    pub bytes_during: u64,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` did not finish: {} ({} bytes arrived meanwhile)", self.command, self.stop, self.bytes_during)
+    }
+}
+
+/// One line that makes an interactive bash (or busybox ash) predictable for a program.
+pub const BORING: &str = "stty -echo 2>/dev/null; bind 'set enable-bracketed-paste off' 2>/dev/null; \
+unset PROMPT_COMMAND; PS1='$ '; PS2=''; export TERM=dumb PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 NO_COLOR=1 HISTFILE=/dev/null\n";
+
+impl Guest {
+    pub fn new(serial: Serial, transcript: Transcript) -> Guest {
+        let tag = format!("{:x}", std::process::id() ^ (jiff::Timestamp::now().as_millisecond() as u32));
+        Guest { serial, transcript, counter: 0, tag }
+    }
+
+    fn nonce(&mut self) -> String {
+        self.counter += 1;
+        format!("q{}x{}", self.tag, self.counter)
+    }
+
+    /// Sends raw text (login names, passwords, `sudo -i`), logging it (passwords masked by the caller).
+    pub fn type_line(&mut self, shown: &str, text: &str) -> Result<(), Stop> {
+        self.transcript.log(&format!("send: {shown}"));
+        self.serial.send(text).map_err(Stop::Io)
+    }
+
+    /// Makes the current shell boring. Its effect is proven by the next framed command.
+    pub fn make_boring(&mut self) -> Result<(), Stop> {
+        self.type_line("(make the shell boring) stty -echo; bracketed paste off; PS1='$ '; TERM=dumb; pagers off", BORING)
+    }
+
+    /// Runs `command` (one line, stdin from /dev/null) and returns its output and exit status.
+    /// `timeout` bounds the whole command; the guest may stay silent meanwhile.
+    pub fn run(&mut self, command: &str, timeout: Duration) -> Result<Output, Failed> {
+        let n = self.nonce();
+        let (head, tail) = n.split_at(n.len() / 2);
+        // The status is printed inside the group (after the pipe `$?` would be sed's); the
+        // leading `\n` puts the end marker on a line of its own even after unterminated output.
+        let line = format!(
+            "{{ {command}\nprintf '\\n%s=%s\\n' '__E_''{n}' \"$?\"; }} </dev/null 2>&1 | sed 's/^/{head}''{tail}|/'\n"
+        );
+        self.transcript.log(&format!("$ {command}"));
+        self.serial.discard();
+        let bytes_before = self.serial.bytes;
+        let started = Instant::now();
+        if let Err(e) = self.serial.send(&line) {
+            return Err(Failed { command: command.to_string(), stop: Stop::Io(e), bytes_during: 0 });
+        }
+        let end = Regex::new(&format!(r"{n}\|__E_{n}=(\d+)\n")).expect("end marker regex");
+        match self.serial.expect(&[&end], Wait::new(timeout, None)) {
+            Ok(hit) => {
+                let text = unframe(&hit.before, &n);
+                let code: i32 = hit.group(1).parse().unwrap_or(-1);
+                let out = Output { code, text, seconds: started.elapsed().as_secs_f64() };
+                self.transcript.log(&format!("exit {code} after {:.3}s\n{}", out.seconds, out.text));
+                Ok(out)
+            }
+            Err(stop) => {
+                let f = Failed { command: command.to_string(), stop, bytes_during: self.serial.bytes - bytes_before };
+                self.transcript.log(&format!("FAILED: {f}"));
+                Err(f)
+            }
+        }
+    }
+
+    /// Proves the shell answers: a framed `id -u`, whose output must be digits only.
+    pub fn uid(&mut self, timeout: Duration) -> Result<Option<u32>, Failed> {
+        let out = self.run("id -u", timeout)?;
+        Ok(parse_uid(&out.text))
+    }
+}
+
+/// Keeps only the lines carrying this command's prefix, without it; drops the empty line the
+/// end marker's leading `\n` creates after output that already ended with a newline.
+fn unframe(raw: &str, nonce: &str) -> String {
+    let prefix = format!("{nonce}|");
+    let mut lines: Vec<&str> = raw.lines().filter_map(|l| l.find(&prefix).map(|i| &l[i + prefix.len()..])).collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    text
+}
+
+/// `id -u` output → uid, only when the output is exactly one number.
+pub fn parse_uid(text: &str) -> Option<u32> {
+    let t = text.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unframe_ignores_echo_and_broadcasts() {
+        let raw = "{ id -u\nprintf '\\n%s=%s\\n' '__E_''q1x1' \"$?\"; } </dev/null 2>&1 | sed 's/^/q1''x1|/'\n\
+                   q1x1|0\nLAN IPv4 address: 10.0.2.15\nq1x1|second\nq1x1|\n";
+        assert_eq!(unframe(raw, "q1x1"), "0\nsecond\n");
+    }
+
+    #[test]
+    fn unframe_output_without_trailing_newline() {
+        assert_eq!(unframe("q1x2|abc\n", "q1x2"), "abc\n");
+        assert_eq!(unframe("", "q1x2"), "");
+    }
+
+    #[test]
+    fn uid_must_be_a_bare_number() {
+        assert_eq!(parse_uid("0\n"), Some(0));
+        assert_eq!(parse_uid("1000\n"), Some(1000));
+        assert_eq!(parse_uid("20\x1b"), None);
+        assert_eq!(parse_uid("uid=0(root)"), None);
+        assert_eq!(parse_uid(""), None);
+    }
+}
