@@ -1,0 +1,307 @@
+//! `cargo xtask build-image` against Debian's real nix (2.8): a local flake without inputs,
+//! generated per test in a temp dir, whose derivations (builder /bin/sh, absolute paths) copy a
+//! small ISO-like file into `$out/iso/`, fail, produce no ISO, or produce two. Also: the repo's
+//! flake.nix, flake.lock and nix/*.nix parse, and the lock matches the flake's inputs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{repo_root, require_tools, xtask};
+use serde_json::Value;
+
+const TEST_FLAKE: &str = r#"{
+  outputs = { self }:
+    let
+      mk = name: script: derivation {
+        inherit name;
+        system = "x86_64-linux";
+        builder = "/bin/sh";
+        args = [ "-c" script ];
+        src = ./disk.iso;
+        # Unique per test run, so nix really builds instead of reusing the store path.
+        nonce = "@NONCE@";
+      };
+    in {
+      packages.x86_64-linux = {
+        bootImage = mk "test-image" ''
+          echo '@nix {"action":"setPhase","phase":"buildPhase"}'
+          echo "preparing image"
+          /bin/mkdir -p $out/iso
+          /bin/cp $src $out/iso/test-image.iso
+          echo '@nix {"action":"setPhase","phase":"installPhase"}'
+          echo "image ready"
+        '';
+        failing = mk "test-image-failing" ''
+          echo '@nix {"action":"setPhase","phase":"buildPhase"}'
+          i=1
+          while [ $i -le 40 ]; do echo "log line $i"; i=$((i+1)); done
+          echo "mksquashfs: out of space" >&2
+          exit 3
+        '';
+        noIso = mk "test-image-no-iso" ''
+          /bin/mkdir -p $out/nix-support
+          echo readme > $out/readme.txt
+        '';
+        twoIsos = mk "test-image-two-isos" ''
+          /bin/mkdir -p $out/iso
+          /bin/cp $src $out/iso/a.iso
+          /bin/cp $src $out/iso/b.iso
+        '';
+      };
+    };
+}
+"#;
+
+struct TestFlake {
+    _dir: tempfile::TempDir,
+    flake: PathBuf,
+    out: PathBuf,
+}
+
+/// A fresh flake dir (with a 64 KiB ISO-like file) and an output dir for run directories.
+fn test_flake(name: &str) -> TestFlake {
+    let dir = tempfile::tempdir().unwrap();
+    let flake = dir.path().join("flake");
+    std::fs::create_dir(&flake).unwrap();
+    let nonce = format!("{name}-{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    std::fs::write(flake.join("flake.nix"), TEST_FLAKE.replace("@NONCE@", &nonce)).unwrap();
+    let mut iso = vec![0u8; 64 * 1024];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001"); // ISO 9660 primary volume descriptor magic
+    std::fs::write(flake.join("disk.iso"), iso).unwrap();
+    let out = dir.path().join("out");
+    TestFlake { _dir: dir, flake, out }
+}
+
+fn build(t: &TestFlake, attr: &str, extra: &[&str]) -> Output {
+    xtask()
+        .args(["build-image", "--flake"])
+        .arg(&t.flake)
+        .args(["--attr", attr, "--out-dir"])
+        .arg(&t.out)
+        // Skip the ~4 s retries against cache.nixos.org (no network here).
+        .args(["--option", "substituters", ""])
+        .args(extra)
+        .output()
+        .expect("xtask runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The metadata.json of the only run directory under `out`.
+fn metadata(out: &Path) -> Value {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(dirs.len(), 1, "one run directory expected: {dirs:?}");
+    let m = std::fs::read_to_string(dirs[0].join("metadata.json")).unwrap();
+    assert!(dirs[0].join("build.log").is_file());
+    assert!(dirs[0].join("nix-events.jsonl").is_file());
+    serde_json::from_str(&m).unwrap()
+}
+
+fn tools(test: &str) -> bool {
+    require_tools(test, &["nix", "nix-instantiate"])
+}
+
+#[test]
+fn builds_a_local_flake_resolves_the_iso_and_records_it() {
+    if !tools("builds_a_local_flake") {
+        return;
+    }
+    let t = test_flake("ok");
+    let o = build(&t, "bootImage", &[]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+
+    // Progress was parsed from the internal-json stream (plain lines: stderr is not a TTY).
+    assert!(stderr.contains("building test-image"), "{stderr}");
+    assert!(stderr.contains("test-image: buildPhase"), "{stderr}");
+    assert!(stderr.contains("finished test-image (builds 1/1"), "{stderr}");
+    // Build log lines only with -L.
+    assert!(!stderr.contains("preparing image"), "{stderr}");
+
+    let m = metadata(&t.out);
+    assert_eq!(m["outcome"], "pass");
+    assert_eq!(m["exit_code"], 0);
+    assert_eq!(m["progress"]["builds"]["done"], 1);
+    assert_eq!(m["progress"]["builds"]["expected"], 1);
+    let phases: Vec<&str> = m["progress"]["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["buildPhase", "installPhase"]);
+    assert!(m["nix"]["version"].as_str().unwrap().contains("nix"), "{m}");
+    assert!(m["flake"].as_str().unwrap().starts_with("path:"), "{m}");
+
+    let image = &m["image"];
+    let iso = image["iso"].as_str().unwrap();
+    assert!(iso.starts_with("/nix/store/") && iso.ends_with("-test-image/iso/test-image.iso"), "{iso}");
+    assert_eq!(image["size_bytes"], 64 * 1024);
+    assert!(image["nar_hash"].as_str().unwrap().starts_with("sha256"), "{image}");
+    assert!(image["build_seconds"].as_f64().unwrap() > 0.0);
+    assert!(stdout.contains(iso), "{stdout}");
+
+    // last.json carries the same image (what `vm-test --no-build` reuses).
+    let last: Value = serde_json::from_str(&std::fs::read_to_string(t.out.join("last.json")).unwrap()).unwrap();
+    for k in ["iso", "store_path", "nar_hash", "size_bytes", "build_seconds"] {
+        assert_eq!(last[k], image[k], "{k}");
+    }
+    eprintln!("FIGURE build-image test flake: {:.2} s build", image["build_seconds"].as_f64().unwrap());
+}
+
+#[test]
+fn print_build_logs_shows_log_lines_without_losing_progress() {
+    if !tools("print_build_logs") {
+        return;
+    }
+    let t = test_flake("logs");
+    let o = build(&t, "bootImage", &["-L"]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("test-image> preparing image"), "{stderr}");
+    assert!(stderr.contains("test-image: buildPhase"), "progress still parsed: {stderr}");
+}
+
+#[test]
+fn failing_derivation_is_named_with_its_log_tail() {
+    if !tools("failing_derivation") {
+        return;
+    }
+    let t = test_flake("fail");
+    let o = build(&t, "failing", &[]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("FAILED test-image-failing"), "progress line names it: {stderr}");
+    assert!(stderr.contains("failing derivation: /nix/store/"), "{stderr}");
+    assert!(stderr.contains("-test-image-failing.drv"), "{stderr}");
+    assert!(stderr.contains("last 30 log lines of test-image-failing:"), "{stderr}");
+    assert!(stderr.contains("  | mksquashfs: out of space"), "{stderr}");
+    assert!(stderr.contains("  | log line 40"), "{stderr}");
+    assert!(stderr.contains("  | log line 12"), "{stderr}");
+    assert!(!stderr.contains("  | log line 11\n"), "only the last 30 lines: {stderr}");
+    assert!(stderr.contains(" log /nix/store/"), "the nix log command: {stderr}");
+    assert!(stderr.contains("failed with exit code 3"), "nix's own error: {stderr}");
+
+    let m = metadata(&t.out);
+    assert_eq!(m["outcome"], "fail");
+    assert_eq!(m["exit_code"], 1);
+    assert!(m["failure"]["derivation"].as_str().unwrap().ends_with("-test-image-failing.drv"));
+    assert_eq!(m["failure"]["log_tail"].as_array().unwrap().len(), 30);
+    assert!(m["image"].is_null());
+    assert!(!t.out.join("last.json").exists(), "a failure must not replace last.json");
+}
+
+#[test]
+fn output_without_iso_is_a_clear_error() {
+    if !tools("output_without_iso") {
+        return;
+    }
+    let t = test_flake("noiso");
+    let o = build(&t, "noIso", &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("contains no *.iso file"), "{stderr}");
+    assert!(stderr.contains("readme.txt"), "lists what was found: {stderr}");
+    assert_eq!(metadata(&t.out)["outcome"], "fail");
+}
+
+#[test]
+fn output_with_two_isos_is_a_clear_error() {
+    if !tools("output_with_two_isos") {
+        return;
+    }
+    let t = test_flake("twoisos");
+    let o = build(&t, "twoIsos", &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("contains 2 *.iso files"), "{stderr}");
+    assert!(stderr.contains("iso/a.iso") && stderr.contains("iso/b.iso"), "{stderr}");
+}
+
+#[test]
+fn evaluation_error_names_the_problem() {
+    if !tools("evaluation_error") {
+        return;
+    }
+    let t = test_flake("eval");
+    let o = build(&t, "noSuchAttr", &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no derivation failed"), "{stderr}");
+    assert!(stderr.contains("does not provide attribute"), "{stderr}");
+}
+
+#[test]
+fn missing_flake_dir_is_a_usage_error() {
+    let o = xtask().args(["build-image", "--flake", "/nonexistent/flake-dir"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+}
+
+#[test]
+fn repo_nix_files_parse() {
+    if !tools("repo_nix_files_parse") {
+        return;
+    }
+    let root = repo_root();
+    let mut files = vec![root.join("flake.nix")];
+    for e in std::fs::read_dir(root.join("nix")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "nix") {
+            files.push(p);
+        }
+    }
+    assert!(files.len() >= 2, "{files:?}");
+    for f in files {
+        let o = Command::new("nix-instantiate").arg("--parse").arg(&f).output().unwrap();
+        assert!(o.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+#[test]
+fn flake_lock_pins_nixos_25_05_and_matches_the_inputs() {
+    if !tools("flake_lock") {
+        return;
+    }
+    let root = repo_root();
+    let lock: Value = serde_json::from_str(&std::fs::read_to_string(root.join("flake.lock")).unwrap()).unwrap();
+    assert_eq!(lock["version"], 7);
+    let n = &lock["nodes"]["nixpkgs"];
+    assert_eq!(n["locked"]["rev"], "c8aa8cc00a5cb57fada0851a038d35c08a36a2bb");
+    assert_eq!(n["locked"]["narHash"], "sha256-m9W0dYXflzeGgKNravKJvTMR4Qqa2MVD11AwlGMufeE=");
+    assert_eq!(n["locked"]["lastModified"], 1761173472);
+    assert_eq!(n["original"]["ref"], "nixos-25.05");
+
+    // nix itself agrees the lock is complete for flake.nix's inputs: with
+    // --no-update-lock-file it fails ("lock file needs to be updated") otherwise. Offline:
+    // metadata reads the lock without fetching nixpkgs.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["flake.nix", "flake.lock"] {
+        std::fs::copy(root.join(f), dir.path().join(f)).unwrap();
+    }
+    let o = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command flakes", "flake", "metadata", "--json"])
+        .args(["--no-update-lock-file", "--option", "substituters", ""])
+        .arg(format!("path:{}", dir.path().display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(meta["locks"]["nodes"]["nixpkgs"]["locked"]["rev"], "c8aa8cc00a5cb57fada0851a038d35c08a36a2bb");
+}
+
+#[test]
+fn boot_image_module_keeps_serial_console_last_and_fast_squashfs() {
+    let module = std::fs::read_to_string(repo_root().join("nix/boot-image.nix")).unwrap();
+    let tty0 = module.find("\"console=tty0\"").expect("console=tty0");
+    let ttys0 = module.find("\"console=ttyS0,115200n8\"").expect("console=ttyS0,115200n8");
+    assert!(tty0 < ttys0, "ttyS0 must be the last console= so it becomes /dev/console");
+    assert!(module.contains("isoImage.squashfsCompression = \"zstd -Xcompression-level 3\""));
+    assert!(module.contains("../scripts/pre-nixos.sh"));
+    assert!(module.contains("linkConfig.Name = \"lan\""));
+    assert!(module.contains("LAN IPv4 address: $ip"));
+    let code: String = module.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+    assert!(!code.contains("systemctl start"), "no blocking systemctl calls in units");
+}
