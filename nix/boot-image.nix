@@ -85,8 +85,10 @@ in
       ExecStart = "${pkgs.bash}/bin/bash ${../scripts/pre-nixos.sh}";
       # A hung provisioning run shows up as a failed unit instead of running forever.
       TimeoutStartSec = "20min";
-      StandardOutput = "journal+console";
-      StandardError = "journal+console";
+      # The script writes its one summary line to /dev/console itself; its step-by-step
+      # log goes to the journal only, so it does not interleave with the serial shell.
+      StandardOutput = "journal";
+      StandardError = "journal";
     };
   };
 
