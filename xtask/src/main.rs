@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // TEMPORARY while verbs are being written; removed at integration.
 
+mod accel;
 mod analyze;
 mod archive_logs;
 mod bench;
