@@ -186,11 +186,47 @@ impl Metadata {
     }
 }
 
-/// Set by SIGINT while nix runs; nix gets the same signal from the terminal and stops.
+/// Set by SIGINT/SIGTERM while nix runs. The wait loop then passes SIGINT on to nix (a
+/// terminal's Ctrl-C reaches nix directly too), lets it stop, records the run, exits 130.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Our handlers while nix runs; the previous ones (e.g. vm-test's) come back on drop.
+struct SignalGuard {
+    previous: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+impl SignalGuard {
+    fn install() -> Self {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let previous = [libc::SIGINT, libc::SIGTERM]
+            .into_iter()
+            .map(|sig| {
+                // SAFETY: the handler only stores to an atomic; `old` is plain data.
+                unsafe {
+                    let mut sa: libc::sigaction = std::mem::zeroed();
+                    sa.sa_sigaction = on_signal as *const () as usize;
+                    libc::sigemptyset(&mut sa.sa_mask);
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(sig, &sa, &mut old);
+                    (sig, old)
+                }
+            })
+            .collect();
+        SignalGuard { previous }
+    }
+}
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for (sig, old) in &self.previous {
+            // SAFETY: restores exactly what sigaction returned.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+    }
 }
 
 fn build(opts: &BuildOptions) -> Result<BuiltImage> {
@@ -268,11 +304,10 @@ fn run_nix(meta: &mut Metadata, opts: &BuildOptions) -> Result<BuiltImage> {
     cmd.args(&meta.nix.command[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     set_user_env(&mut cmd);
 
-    let previous = unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    INTERRUPTED.store(false, Ordering::SeqCst);
+    let guard = SignalGuard::install();
     let started = Instant::now();
     let outcome = drive(&mut cmd, meta, opts, &run_dir);
-    unsafe { libc::signal(libc::SIGINT, previous) };
+    drop(guard);
     let (status, stdout, tracker) = outcome?;
     let build_seconds = started.elapsed().as_secs_f64();
     meta.record_progress(&tracker);
@@ -328,7 +363,14 @@ fn drive(
     let mut tracker = Tracker::new();
     let mut display = display::Display::new(ui::fancy_stderr(), opts.print_build_logs);
     writeln!(log, "$ {}", shell_words(&meta.nix.command))?;
+    let mut forwarded = false;
     loop {
+        if !forwarded && INTERRUPTED.load(Ordering::SeqCst) {
+            forwarded = true;
+            display.line("build-image: interrupted; stopping nix…");
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(line) => {
                 writeln!(raw, "{line}")?;

@@ -44,6 +44,11 @@ const TEST_FLAKE: &str = r#"{
           /bin/mkdir -p $out/nix-support
           echo readme > $out/readme.txt
         '';
+        slow = mk "test-image-slow" ''
+          echo '@nix {"action":"setPhase","phase":"buildPhase"}'
+          echo "waiting"
+          /bin/sleep 60
+        '';
         twoIsos = mk "test-image-two-isos" ''
           /bin/mkdir -p $out/iso
           /bin/cp $src $out/iso/a.iso
@@ -232,6 +237,59 @@ fn evaluation_error_names_the_problem() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no derivation failed"), "{stderr}");
     assert!(stderr.contains("does not provide attribute"), "{stderr}");
+}
+
+#[test]
+fn interrupt_stops_nix_and_records_the_run() {
+    if !tools("interrupt") {
+        return;
+    }
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let t = test_flake("interrupt");
+    let mut child = xtask()
+        .args(["build-image", "--flake"])
+        .arg(&t.flake)
+        .args(["--attr", "slow", "--out-dir"])
+        .arg(&t.out)
+        .args(["--option", "substituters", ""])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Wait until the build really runs, then interrupt xtask only (not its process group).
+    let mut seen = Vec::new();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("build starts within 30 s");
+        let started = line.contains("test-image-slow: buildPhase");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let (wtx, wrx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = wtx.send(child.wait().unwrap());
+    });
+    let status = wrx.recv_timeout(Duration::from_secs(20)).expect("xtask stops within 20 s of SIGINT, not after the 60 s build");
+    seen.extend(rx.try_iter());
+    assert_eq!(status.code(), Some(130), "{seen:#?}");
+    let m = metadata(&t.out);
+    assert_eq!(m["outcome"], "interrupted");
+    assert_eq!(m["exit_code"], 130);
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
