@@ -60,6 +60,7 @@ fn editable(path: &Utf8Path) -> Result<Utf8PathBuf> {
 }
 
 /// What `apply` did, for the report.
+#[derive(Debug)]
 pub struct Outcome {
     pub path: Utf8PathBuf,
     pub changed: bool,
@@ -283,12 +284,17 @@ mod tests {
 
     #[test]
     fn symlink_to_someone_elses_file_is_refused() {
-        // /etc/hostname is owned by root: refused unless we are root.
-        let (_d, home) = home_with(&[NIX_SH]);
-        std::os::unix::fs::symlink("/etc/hostname", home.join(".profile")).unwrap();
-        let result = editable(&home.join(".profile"));
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(result.unwrap_err().to_string().contains("do not own"));
+        let (_d, home) = home_with(&[("theirs", b"a\n"), NIX_SH]);
+        let theirs = home.join("theirs");
+        if unsafe { libc::geteuid() } == 0 {
+            // As root, make the target belong to nobody; otherwise use a root-owned file.
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            std::os::unix::fs::symlink(&theirs, home.join(".profile")).unwrap();
+        } else {
+            std::os::unix::fs::symlink("/etc/hostname", home.join(".profile")).unwrap();
         }
+        let err = apply_fix(&home, false).unwrap_err().to_string();
+        assert!(err.contains("do not own"), "{err}");
+        assert_eq!(fs_err::read(&theirs).unwrap(), b"a\n");
     }
 }
