@@ -115,7 +115,7 @@ pub fn run(args: Args) -> Result<u8> {
     if let Err(e) = rec.write() {
         eprintln!("vm-test: could not write the run record: {e:#}");
     }
-    print_summary(&rec, fancy);
+    print_summary(&rec);
     if args.archive {
         archive(&dir);
     }
@@ -441,17 +441,20 @@ fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
     println!("  stop it:        kill {}   (then remove {}/disk.qcow2)", vm.pid, dir);
 }
 
-fn print_summary(rec: &Record, _fancy: bool) {
+fn print_summary(rec: &Record) {
     let fancy = ui::fancy_stdout();
-    println!();
-    println!("{:<12} {:>9}  status", "phase", "seconds");
-    for p in rec.phases() {
-        let tone = match p.status {
-            "ok" => ui::Tone::Good,
-            "failed" => ui::Tone::Bad,
-            _ => ui::Tone::Dim,
-        };
-        println!("{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status));
+    let reached = rec.phases().iter().any(|p| p.status != "not-reached");
+    if reached {
+        println!();
+        println!("{:<12} {:>9}  status", "phase", "seconds");
+        for p in rec.phases() {
+            let tone = match p.status {
+                "ok" => ui::Tone::Good,
+                "failed" => ui::Tone::Bad,
+                _ => ui::Tone::Dim,
+            };
+            println!("{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status));
+        }
     }
     if !rec.checks.is_empty() {
         println!();
@@ -469,15 +472,17 @@ fn print_summary(rec: &Record, _fancy: bool) {
     match &rec.failure {
         None => println!("{} in {:.1} s", ui::paint(fancy, ui::Tone::Good, "PASS"), rec.total_seconds()),
         Some(f) => {
-            let v = &meta["verdict"];
             let label = match f.outcome {
                 Outcome::Fail => "FAIL",
                 Outcome::Infra => "INFRASTRUCTURE",
                 Outcome::Interrupted => "INTERRUPTED",
             };
-            println!("{} in phase {}: {} ({})", ui::paint(fancy, ui::Tone::Bad, label), f.phase, f.finding, f.detail);
-            println!("  cause: {}", v["cause"].as_str().unwrap_or(""));
-            println!("  fix:   {}", v["fix"].as_str().unwrap_or(""));
+            println!("{} in phase {}: {}", ui::paint(fancy, ui::Tone::Bad, label), f.phase, f.finding);
+            println!("  what:  {}", f.detail);
+            if let Some(sig) = crate::diagnose::signature(&f.finding) {
+                println!("  cause: {}", sig.cause);
+                println!("  fix:   {}", sig.fix);
+            }
             if let Some(lines) = meta["serial"]["last_lines"].as_array().filter(|l| !l.is_empty()) {
                 println!("  last serial lines:");
                 for l in lines.iter().rev().take(8).collect::<Vec<_>>().into_iter().rev() {

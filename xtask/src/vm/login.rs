@@ -15,8 +15,8 @@ use regex::Regex;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-/// A shell waiting for input: a prompt ending in `$`, `#` or `>` at the end of what arrived.
-static PROMPT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[$#>] ?\z").unwrap());
+/// A shell waiting for input: a prompt ending in `$` or `#` at the end of what arrived.
+static PROMPT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"[$#] ?\z").unwrap());
 static PASSWORD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)password(?: for [^:\n]*)?: *\z").unwrap());
 static REFUSED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)Login incorrect|Authentication failure|incorrect password attempt|not in the sudoers|is not allowed to run|a password is required|sudo: .*not found|su: .*(?:failure|denied)").unwrap()
@@ -96,12 +96,23 @@ pub fn login(guest: &mut Guest, greeting: Greeting, creds: Option<&Credentials>,
 /// Shell phase: make the shell boring and prove it answers framed commands.
 pub fn settle_shell(guest: &mut Guest, t: &Timeouts) -> Result<u32, Failure> {
     let phase = Phase::Shell;
-    guest.make_boring().map_err(|s| stop(phase, s, guest, "sending the shell setup"))?;
-    match guest.uid(t.command) {
-        Ok(Some(uid)) => Ok(uid),
-        Ok(None) => Err(Failure::fail(phase, "guest-unresponsive", "the shell answered `id -u` with something that is not a number")),
-        Err(f) => Err(command_failure(phase, f, guest)),
+    // The first lines may race the shell's start (a getty or login flushing input): if the
+    // first framed command gets no answer soon, say it all once more before judging.
+    for attempt in 0..2 {
+        guest.make_boring().map_err(|s| stop(phase, s, guest, "sending the shell setup"))?;
+        let timeout = if attempt == 0 { t.command.min(Duration::from_secs(10)) } else { t.command };
+        match guest.uid(timeout) {
+            Ok(Some(uid)) => return Ok(uid),
+            Ok(None) => {
+                return Err(Failure::fail(phase, "guest-unresponsive", "the shell answered `id -u` with something that is not a number"))
+            }
+            Err(f) if attempt == 0 && matches!(f.stop, Stop::Deadline) => {
+                guest.transcript.log("no answer yet; sending the setup and `id -u` once more");
+            }
+            Err(f) => return Err(command_failure(phase, f, guest)),
+        }
     }
+    unreachable!("the second attempt returns")
 }
 
 /// Root phase: `sudo -i`, then `su -`; root only when `id -u` prints 0.
@@ -114,6 +125,7 @@ pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Ti
     let password = creds.and_then(|c| c.password.clone()).unwrap_or_default();
     let mut tried = Vec::new();
     for (method, line) in [("sudo -i", "sudo -i\n"), ("su -", "su -\n")] {
+        settle(guest)?;
         guest.type_line(method, line).map_err(|s| stop(phase, s, guest, method))?;
         let outcome = dialogue(guest, &password, t).map_err(|s| stop(phase, s, guest, method))?;
         // Whatever the prompts said, ask the shell we are in now.
@@ -130,6 +142,18 @@ pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Ti
         tried.push(format!("`{method}`: {outcome}, id -u = {}", uid.map_or("?".to_string(), |u| u.to_string())));
     }
     Err(Failure::fail(phase, "escalation-failed", format!("could not become root from uid {uid}: {}", tried.join("; "))))
+}
+
+/// Lets the prompt that follows the last command arrive, then forgets it, so the next
+/// prompt we see is really the next one.
+fn settle(guest: &mut Guest) -> Result<(), Failure> {
+    match guest.serial.expect(&[&*PROMPT], Wait::new(Duration::from_secs(2), Some(Duration::from_secs(1)))) {
+        Ok(_) | Err(Stop::Deadline) | Err(Stop::Stall(_)) => {
+            guest.serial.discard();
+            Ok(())
+        }
+        Err(s) => Err(stop(Phase::Root, s, guest, "waiting for the prompt")),
+    }
 }
 
 /// Answers password prompts until a shell prompt or a refusal; returns what happened.

@@ -158,10 +158,17 @@ impl Record {
 
     /// Closes the record: unreached phases are listed as such.
     pub fn finish(&mut self) {
-        if self.failure.is_some() {
+        let failed_phase = self.failure.as_ref().map(|f| f.phase);
+        if failed_phase.is_some() && failed_phase == self.current.map(|(p, _)| p) {
             self.fail_current();
         } else {
             self.end_current();
+        }
+        // A failure found in an earlier phase (a check) while a later one ran (poweroff).
+        if let Some(fp) = failed_phase {
+            if let Some(r) = self.phases.iter_mut().find(|r| r.phase == fp) {
+                r.status = "failed";
+            }
         }
         for p in Phase::ALL {
             if !self.phases.iter().any(|r| r.phase == p) {
@@ -202,6 +209,7 @@ impl Record {
             "findings": self.findings,
             "exit_code": self.finished.then(|| self.exit_code()),
             "total_seconds": (self.total_seconds() * 100.0).round() / 100.0,
+            "harness_cpu_seconds": (harness_cpu_seconds() * 1000.0).round() / 1000.0,
             "notes": self.notes,
             "serial": self.serial,
             "timeouts": self.timeouts,
@@ -223,4 +231,13 @@ fn write_reports(dir: &Utf8Path, value: &Value) -> Result<()> {
     crate::project::write_atomic(&dir.join("report.md"), crate::vm::report::markdown(value).as_bytes())?;
     crate::project::write_atomic(&dir.join("junit.xml"), crate::vm::report::junit(value).as_bytes())?;
     Ok(())
+}
+
+/// CPU seconds (user + system) this process has used so far; QEMU's are not included.
+pub fn harness_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }

@@ -1,0 +1,282 @@
+//! `cargo xtask vm-test` against real QEMU (TCG) and the fixture ISO and its fault variants.
+//! VM tests run one at a time (2 shared cores); each asserts the verdict a user would get.
+
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const TOOLS: &[&str] = &["qemu-system-x86_64", "qemu-img", "xorriso", "cpio"];
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    meta: Value,
+    dir: PathBuf,
+    seconds: f64,
+    /// Peak RSS of the harness process in KiB (getrusage of the child).
+    max_rss_kib: i64,
+}
+
+/// Runs `vm-test` with `args` in a fresh run directory and reads its metadata.json.
+fn vm_test(args: &[&str]) -> Run {
+    let dir = tempfile::Builder::new().prefix("vmt-").tempdir_in(common::repo_root().join("target")).unwrap().keep();
+    let started = Instant::now();
+    let child = common::xtask()
+        .arg("vm-test")
+        .args(args)
+        .arg("--run-dir")
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("xtask runs");
+    let pid = child.id() as i32;
+    // Collect output on threads, reap with wait4 to get the child's rusage.
+    let mut child = child;
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out_pipe, &mut s).ok();
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err_pipe, &mut s).ok();
+        s
+    });
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4");
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    std::mem::forget(child); // already reaped
+    let stdout = t_out.join().unwrap();
+    let stderr = t_err.join().unwrap();
+    let meta = std::fs::read_to_string(dir.join("metadata.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    eprintln!("--- vm-test {args:?}: exit {code} in {:.1}s\n{stdout}\n{stderr}", started.elapsed().as_secs_f64());
+    Run { code, stdout, stderr, meta, dir, seconds: started.elapsed().as_secs_f64(), max_rss_kib: usage.ru_maxrss }
+}
+
+fn finding(run: &Run) -> &str {
+    run.meta["verdict"]["finding"].as_str().unwrap_or("")
+}
+
+fn phase(run: &Run) -> &str {
+    run.meta["verdict"]["phase"].as_str().unwrap_or("")
+}
+
+fn check<'a>(run: &'a Run, name: &str) -> &'a Value {
+    run.meta["checks"].as_array().and_then(|c| c.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
+}
+
+fn assert_record_complete(run: &Run) {
+    for f in ["serial.log", "serial.txt", "transcript.log", "qemu.stderr.log", "metadata.json", "report.md", "junit.xml"] {
+        assert!(run.dir.join(f).exists(), "{f} missing in {}", run.dir.display());
+    }
+    assert_eq!(run.meta["schema"], 1);
+    assert!(run.meta["finished_at"].is_string());
+    assert_eq!(run.meta["exit_code"], run.code);
+    // serial.log is the byte-exact tee.
+    let raw = std::fs::metadata(run.dir.join("serial.log")).unwrap().len();
+    assert_eq!(Some(raw), run.meta["serial"]["bytes"].as_u64());
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); look at its state instead.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn tools(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !common::require_tools(test, TOOLS) {
+        return None;
+    }
+    Some(ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+#[test]
+fn missing_iso_is_an_infrastructure_error() {
+    let run = vm_test(&["--iso", "/nonexistent/x.iso", "--accel", "tcg"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stdout.contains("no such file") || run.stderr.contains("no such file"), "{}", run.stdout);
+    assert_eq!(run.meta["outcome"], "infra");
+}
+
+#[test]
+fn fixture_passes_end_to_end() {
+    let Some(_vm) = tools("fixture_passes_end_to_end") else { return };
+    let run = vm_test(&["--image", "fixture", "--accel", "auto"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.meta["outcome"], "pass");
+    assert!(run.meta["verdict"].is_null());
+    assert!(run.meta["qemu"]["accel_reason"].as_str().is_some_and(|r| !r.is_empty()));
+    for p in run.meta["phases"].as_array().unwrap() {
+        assert_eq!(p["status"], "ok", "{p}");
+    }
+    for c in run.meta["checks"].as_array().unwrap() {
+        assert!(c["status"] == "pass" || c["status"] == "skip", "{c}");
+    }
+    assert_eq!(check(&run, "storage-status")["status"], "pass");
+    assert_eq!(run.meta["qemu"]["stopped_by"], "guest-poweroff");
+    assert_record_complete(&run);
+}
+
+#[test]
+fn no_serial_console_is_named_before_boot() {
+    let Some(_vm) = tools("no_serial_console_is_named_before_boot") else { return };
+    let run = vm_test(&["--image", "fixture:no-serial-console", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "serial-silent-after-bootloader");
+    assert!(run.meta["qemu"]["pid"].is_null(), "QEMU must not start");
+}
+
+#[test]
+fn no_serial_console_at_runtime_within_a_minute_of_the_last_byte() {
+    let Some(_vm) = tools("no_serial_console_at_runtime") else { return };
+    let run = vm_test(&["--image", "fixture:no-serial-console", "--accel", "tcg", "--skip-preflight"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "serial-silent-after-bootloader", "{}", run.stdout);
+    // The verdict came ≤ 60 s after the last serial byte.
+    let last_byte = std::fs::metadata(run.dir.join("serial.log")).unwrap().modified().unwrap();
+    let verdict_at = std::fs::metadata(run.dir.join("junit.xml")).unwrap().modified().unwrap();
+    let gap = verdict_at.duration_since(last_byte).unwrap_or_default();
+    assert!(gap <= Duration::from_secs(60), "verdict {gap:?} after the last byte");
+    assert_record_complete(&run);
+}
+
+#[test]
+fn kernel_panic_fails_at_once() {
+    let Some(_vm) = tools("kernel_panic_fails_at_once") else { return };
+    let run = vm_test(&["--image", "fixture:kernel-panic", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "kernel-panic");
+    assert!(run.seconds < 60.0, "a panic must not wait for a timeout ({:.0} s)", run.seconds);
+    assert_record_complete(&run);
+}
+
+#[test]
+fn login_prompt_needs_and_accepts_login() {
+    let Some(_vm) = tools("login_prompt_needs_and_accepts_login") else { return };
+    let run = vm_test(&["--image", "fixture:login-prompt", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "login-prompt");
+    assert_eq!(phase(&run), "login");
+    let run = vm_test(&["--image", "fixture:login-prompt", "--accel", "tcg", "--login", "nixos"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
+#[test]
+fn sudo_password_is_escalation_failed() {
+    let Some(_vm) = tools("sudo_password_is_escalation_failed") else { return };
+    let run = vm_test(&["--image", "fixture:sudo-password", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "escalation-failed");
+    assert_eq!(phase(&run), "root");
+    assert_record_complete(&run);
+}
+
+#[test]
+fn storage_error_fails_the_storage_check_with_evidence() {
+    let Some(_vm) = tools("storage_error_fails_the_storage_check") else { return };
+    let run = vm_test(&["--image", "fixture:storage-error", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(phase(&run), "checks");
+    assert_eq!(finding(&run), "storage-detection-error");
+    let c = check(&run, "storage-status");
+    assert_eq!(c["status"], "fail");
+    assert!(c["evidence"].as_str().unwrap_or("").contains("lsblk -f"), "{c}");
+    assert!(run.dir.join("diagnostics").read_dir().unwrap().count() >= 2);
+    assert_eq!(run.meta["qemu"]["stopped_by"], "guest-poweroff", "a failed check still powers off cleanly");
+}
+
+#[test]
+fn hang_after_login_is_guest_unresponsive() {
+    let Some(_vm) = tools("hang_after_login_is_guest_unresponsive") else { return };
+    let run = vm_test(&["--image", "fixture:hang-after-login", "--accel", "tcg", "--command-timeout", "10"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "guest-unresponsive");
+    assert!(run.seconds < 90.0, "{:.0} s", run.seconds);
+}
+
+#[test]
+fn flood_keeps_memory_bounded() {
+    let Some(_vm) = tools("flood_keeps_memory_bounded") else { return };
+    let run = vm_test(&["--image", "fixture:flood", "--accel", "tcg"]);
+    let bytes = run.meta["serial"]["bytes"].as_u64().unwrap_or(0);
+    eprintln!("flood: {bytes} serial bytes, harness peak RSS {} KiB, exit {}", run.max_rss_kib, run.code);
+    assert!(bytes > 8 << 20, "the flood reached the harness ({bytes} bytes)");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.max_rss_kib < 64 * 1024, "peak RSS {} KiB for {bytes} bytes of serial", run.max_rss_kib);
+    assert_record_complete(&run);
+}
+
+#[test]
+fn broadcast_lines_do_not_corrupt_command_output() {
+    let Some(_vm) = tools("broadcast_lines_do_not_corrupt_command_output") else { return };
+    let run = vm_test(&["--image", "fixture:broadcast", "--accel", "tcg"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(check(&run, "storage-status")["detail"], "STATE=applied DETAIL=auto-applied");
+    assert_eq!(check(&run, "tools")["status"], "pass");
+}
+
+/// SIGKILL of the harness takes QEMU with it (PR_SET_PDEATHSIG); SIGINT stops it in order.
+#[test]
+fn killing_the_harness_leaves_no_qemu() {
+    let Some(_vm) = tools("killing_the_harness_leaves_no_qemu") else { return };
+    for (signal, name) in [(libc::SIGKILL, "SIGKILL"), (libc::SIGINT, "SIGINT")] {
+        let dir = tempfile::Builder::new().prefix("vmt-kill-").tempdir_in(common::repo_root().join("target")).unwrap().keep();
+        let mut child = common::xtask()
+            .args(["vm-test", "--image", "fixture", "--accel", "tcg", "--run-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let qemu_pid = wait_for_qemu_pid(&dir, Duration::from_secs(120)).expect("QEMU started");
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(pid_alive(qemu_pid));
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while pid_alive(qemu_pid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!pid_alive(qemu_pid), "QEMU {qemu_pid} survived the harness's {name}");
+        if signal == libc::SIGINT {
+            assert_eq!(status.code(), Some(130));
+            let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).unwrap()).unwrap();
+            assert_eq!(meta["outcome"], "interrupted");
+            assert!(dir.join("report.md").exists());
+        }
+    }
+}
+
+fn wait_for_qemu_pid(dir: &Path, timeout: Duration) -> Option<i32> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if let Some(pid) = std::fs::read_to_string(dir.join("metadata.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|m| m["qemu"]["pid"].as_i64())
+        {
+            return Some(pid as i32);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("true").status();
+    None
+}
