@@ -82,13 +82,10 @@ fn sets_user(l: &Line<'_>) -> bool {
     re.is_match(l.content)
 }
 
-/// The line terminator new lines get: CRLF when the file already uses it.
-fn newline_of(lines: &[Line<'_>]) -> &'static [u8] {
-    match lines.iter().find(|l| !l.term.is_empty()) {
-        Some(l) if l.term == b"\r\n" => b"\r\n",
-        _ => b"\n",
-    }
-}
+/// Our lines always end in LF, also in a CRLF file: bash reads the `\r` of a CRLF line as
+/// part of the last word (`fi\r` is a syntax error), so CRLF would break the block itself.
+/// The user's own lines keep their CRLF.
+const NL: &[u8] = b"\n";
 
 /// Where our block is, as line indexes (BEGIN, END inclusive).
 fn find_block(lines: &[Line<'_>]) -> Result<Option<(usize, usize)>, String> {
@@ -153,7 +150,7 @@ pub fn fix(text: &[u8], nix_sh_exists: bool) -> Result<Fix, String> {
     let block = find_block(&lines)?;
     let base = revert_lines(&lines, block);
     let base_lines = split_lines(&base);
-    let nl = newline_of(&lines);
+    let nl = NL;
     let foreign = base_lines.iter().position(mentions_nix_sh);
 
     // Keep an existing block when it already does the job, wherever the user left it.
@@ -333,10 +330,10 @@ mod tests {
     }
 
     #[test]
-    fn crlf_is_kept_and_used() {
+    fn crlf_lines_are_kept_and_ours_use_lf() {
         let fixed = round_trip(b"export A=1\r\nexport B=2\r\n");
-        assert!(fixed.ends_with(format!("{END}\r\n").as_bytes()));
-        assert!(!String::from_utf8_lossy(&fixed).replace("\r\n", "").contains('\n'));
+        let expect = format!("export A=1\r\nexport B=2\r\n{BEGIN}\n{GUARD}\n{SOURCE}\n{END}\n");
+        assert_eq!(String::from_utf8(fixed).unwrap(), expect);
         round_trip(b"a\r\nb");
         round_trip(format!("a\r\n{INSTALLER_LINE}\r\n").as_bytes());
     }
