@@ -4,7 +4,7 @@
 //! error messages). Pure: fed lines, returns updates; no I/O.
 //!
 //! Codes (nix's `ActivityType` / `ResultType`, stable since 2.0):
-//! activities 100 copy-path, 101 file-transfer, 102 realise, 103 copy-paths, 104 builds,
+//! activities 100 copy-path (ignored), 101 file-transfer, 102 realise, 103 copy-paths, 104 builds,
 //! 105 build (fields: drv, machine, round, rounds), 108 substitute (fields: path, cache);
 //! results 101 build log line ([line]), 104 set-phase ([phase]), 105 progress
 //! ([done, expected, running, failed]), 106 set-expected ([activity type, count]),
@@ -20,7 +20,6 @@ use crate::clean::clean_all;
 /// How many log lines of each build are kept for a failure report.
 pub const TAIL_LINES: usize = 30;
 
-const ACT_COPY_PATH: u64 = 100;
 const ACT_FILE_TRANSFER: u64 = 101;
 const ACT_COPY_PATHS: u64 = 103;
 const ACT_BUILDS: u64 = 104;
@@ -200,7 +199,8 @@ impl Tracker {
                     Some(&ACT_FILE_TRANSFER) => {
                         self.transfers.insert(id, counts.done);
                     }
-                    Some(&ACT_COPY_PATH) | _ => return vec![],
+                    // Per-path copy progress (100) is in bytes and duplicates the transfers.
+                    _ => return vec![],
                 }
                 self.bytes_downloaded = self.bytes_finished + self.transfers.values().sum::<u64>();
                 vec![Update::Progress]
