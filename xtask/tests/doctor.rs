@@ -283,3 +283,36 @@ fn usage_errors_exit_2() {
         assert!(stdout(&help).contains(flag), "--help lists {flag}");
     }
 }
+
+#[test]
+fn nix_setup_script_is_idempotent_and_enables_flakes() {
+    let Some(home) = nix_home("nix_setup_script_is_idempotent_and_enables_flakes") else { return };
+    let script = common::repo_root().join("scripts/nix-setup.sh");
+    if require_tools("nix_setup_script shellcheck", &["shellcheck"]) {
+        let sc = Command::new("shellcheck").arg(&script).output().unwrap();
+        assert!(sc.status.success(), "shellcheck: {}", String::from_utf8_lossy(&sc.stdout));
+    }
+    let run = || {
+        let out = Command::new(&script)
+            .env("HOME", &home.path)
+            .env_remove("USER")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NIX_CONFIG")
+            .env("XTASK", env!("CARGO_BIN_EXE_xtask"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        stdout(&out)
+    };
+    let first = run();
+    assert!(first.contains("nix-command and flakes"), "{first}");
+    let profile = std::fs::read(home.profile()).unwrap();
+    let second = run();
+    assert!(second.contains("already enabled") && second.contains("nothing changed"), "{second}");
+    assert_eq!(std::fs::read(home.profile()).unwrap(), profile);
+    let conf = std::fs::read_to_string(home.path.join(".config/nix/nix.conf")).unwrap();
+    assert_eq!(conf.matches("experimental-features").count(), 1, "{conf}");
+    let after = checks(&doctor(&home, &["--json"]));
+    assert_eq!(check(&after, "nix-features")["status"], "ok");
+    assert_eq!(check(&after, "user-guard")["status"], "ok");
+}
