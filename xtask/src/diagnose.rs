@@ -285,7 +285,7 @@ const RULES: &[(&str, &str)] = &[
     ("kernel-panic", r"Kernel panic - not syncing"),
     ("oom-killer", r"Out of memory: Kill(ed)? process"),
     ("emergency-mode", r"You are in emergency mode|Entering emergency mode|An error occurred in stage 1 of the boot process|Give root password for maintenance|Cannot open access to console, the root account is locked"),
-    ("unit-failed", r"^\[FAILED\] Failed to start"),
+    ("unit-failed", r"^\[ *FAILED *\] Failed to start"),
     ("unit-not-found", r"Unit [^ 	]+ not found|Unit [^ 	]+ could not be found"),
     ("unit-stuck-job", r"A (start|stop) job is running for .*\(([0-9]+)min [0-9]+s / [^)]*\)"),
     ("unit-stuck-status", r"Active: (activating|deactivating) \(.*; ([0-9]+)min"),
@@ -308,7 +308,7 @@ const RULES: &[(&str, &str)] = &[
 const PHASE_MARKERS: &[(Phase, &str)] = &[
     (Phase::Bootloader, r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^Booting from |Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE"),
     (Phase::Kernel, r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^\[[ 	]*[0-9]+\.[0-9]+\] "),
-    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ 	]+ as init process|Welcome to NixOS|^Welcome to .*!$|^\[  OK  \] |^\[FAILED\] |^stage-1-init: |systemd\[1\]: "),
+    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ 	]+ as init process|Welcome to NixOS|^Welcome to .*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: "),
     (Phase::Login, r"^[A-Za-z0-9][[A-Za-z0-9_].-]* login: |^[A-Za-z0-9][[A-Za-z0-9_].-]* login:$|\(automatic login\)"),
     (Phase::Poweroff, r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5"),
 ];
@@ -475,6 +475,7 @@ impl Detector {
     }
 
     fn match_rules(&mut self, line_no: usize, body: &str, hits: Vec<usize>, new: &mut Vec<Finding>) {
+        let detection_error = hits.iter().any(|&i| RULES[i].0 == "storage-detection-error");
         for i in hits {
             let id = match RULES[i].0 {
                 "qemu-line" => {
@@ -500,6 +501,8 @@ impl Detector {
                     }
                     "not-root"
                 }
+                // Plan-only because detection failed: the detection error is the news.
+                "storage-plan-only" if detection_error => continue,
                 "console-cmdline" => {
                     if !console_last_is_serial(body) {
                         "console-not-last"
@@ -729,6 +732,7 @@ nixos login: nixos (automatic login)
             ("LAN IPv4 address unavailable (preferred interface \"lan\" not found)", "lan-ipv4-unavailable"),
             ("[  OK  ] Finished systemd-poweroff.service.\n[   95.000000] reboot: Power down", "powered-off-cleanly"),
             ("[FAILED] Failed to start Pre-NixOS setup.", "unit-failed"),
+            ("[  FAILED ] Failed to start Pre-NixOS setup.", "unit-failed"),
             ("[  123.000000] Out of memory: Killed process 886 (nix)", "oom-killer"),
         ];
         for (text, id) in cases {

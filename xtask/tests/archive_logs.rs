@@ -1,0 +1,252 @@
+//! `cargo xtask archive-logs` on hand-built run directories (the CONTRACTS.md layout),
+//! archived into a temporary docs directory (`--docs-dir`).
+
+mod common;
+
+use common::{repo_root, run_xtask};
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const STAMP: &str = "2026-11-25T18-18-17Z";
+
+/// A run directory like vm-test writes, with a raw (escape-laden, CRLF) serial log.
+fn make_run(parent: &Path, stamp: &str, outcome: &str) -> PathBuf {
+    let dir = parent.join(stamp);
+    fs::create_dir_all(&dir).unwrap();
+    let raw = fs::read(repo_root().join("xtask/tests/data/serial/handcrafted-healthy.log")).unwrap();
+    fs::write(dir.join("serial.log"), &raw).unwrap();
+    fs::write(
+        dir.join("transcript.log"),
+        "[2026-11-25T18:18:17Z +0.00] qemu started\n[2026-11-25T18:18:30Z +13.10] $ id -u\n0\n\
+         -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n\
+         export GITHUB_TOKEN=ghp_0123456789abcdefghijklmnopqrstuvwxyzAB\n[2026-11-25T18:18:40Z +23.40] poweroff\n",
+    )
+    .unwrap();
+    fs::write(dir.join("report.md"), format!("# vm-test {stamp}\n\nOutcome: {outcome}\n")).unwrap();
+    let started = format!("{}:{}:{}", &stamp[..13], &stamp[14..16], &stamp[17..]);
+    let meta = serde_json::json!({
+        "schema": 1, "tool": "cargo xtask vm-test",
+        "started_at": started, "finished_at": "2026-11-25T18:18:40Z",
+        "run_dir": dir.to_str().unwrap(),
+        "image": {"path": "/abs/target/fixture/nixos-fixture.iso", "size_bytes": 16000000, "source": "fixture",
+                  "fault": null, "store_path": null, "nar_hash": null},
+        "qemu": {"binary": "/usr/bin/qemu-system-x86_64", "version": "7.2.22", "command": ["qemu-system-x86_64"],
+                 "accel": "tcg", "accel_reason": "no usable KVM", "memory_mib": 1024, "cpus": 2},
+        "phases": [
+            {"phase": "bootloader", "seconds": 4.5, "status": "ok"},
+            {"phase": "kernel", "seconds": 5.5, "status": "ok"},
+            {"phase": "init", "seconds": 1.0, "status": "ok"},
+            {"phase": "checks", "seconds": 0.0, "status": "not-reached"}
+        ],
+        "checks": [{"name": "storage-status", "status": "pass", "detail": "STATE=applied", "evidence": ""}],
+        "outcome": outcome,
+        "verdict": if outcome == "pass" { Value::Null } else {
+            serde_json::json!({"phase": "login", "finding": "escalation-failed", "cause": "c", "fix": "f"}) },
+        "findings": [{"id": "autologin-not-root", "line": 16, "text": "nixos login: nixos (automatic login)"}],
+        "exit_code": if outcome == "pass" { 0 } else { 1 },
+        "total_seconds": 23.4
+    });
+    fs::write(dir.join("metadata.json"), serde_json::to_string_pretty(&meta).unwrap()).unwrap();
+    dir
+}
+
+fn archive(run: &Path, docs: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["archive-logs", run.to_str().unwrap(), "--docs-dir", docs.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run_xtask(&args)
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Every archived file's name and bytes.
+fn contents(docs: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut all = Vec::new();
+    for d in ["boot-logs", "test-reports"] {
+        for f in listing(&docs.join(d)) {
+            all.push((format!("{d}/{f}"), fs::read(docs.join(d).join(&f)).unwrap()));
+        }
+    }
+    all
+}
+
+#[test]
+fn archive_twice_keeps_one_copy_and_says_nothing_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+
+    let first = archive(&run, &docs, &[]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&first.stderr));
+    assert!(stdout.contains("created"), "{stdout}");
+    assert!(stdout.contains("redacted 1 private key block(s) and 1 token-looking line(s)"), "{stdout}");
+    assert_eq!(listing(&docs.join("boot-logs")), [format!("{STAMP}-serial.log")]);
+    assert_eq!(
+        listing(&docs.join("test-reports")),
+        [format!("{STAMP}-boot-image-vm-test.log"), format!("{STAMP}-boot-image-vm-test.md"), "README.md".into(), "ledger.jsonl".into()]
+    );
+    let snapshot = contents(&docs);
+
+    let second = archive(&run, &docs, &[]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success());
+    assert!(stdout.contains("Nothing changed: this run was already archived."), "{stdout}");
+    assert!(!stdout.contains("created") && !stdout.contains("updated"), "{stdout}");
+    assert_eq!(snapshot, contents(&docs));
+    let ledger = fs::read_to_string(docs.join("test-reports/ledger.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 1);
+}
+
+#[test]
+fn a_differing_file_at_the_target_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    let target = docs.join("boot-logs").join(format!("{STAMP}-serial.log"));
+    fs::create_dir_all(target.parent().unwrap()).unwrap();
+    fs::write(&target, "someone else's log\n").unwrap();
+
+    let out = archive(&run, &docs, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("refusing to overwrite") && err.contains(&format!("{STAMP}-serial.log")), "{err}");
+    assert!(err.contains("Nothing was written"), "{err}");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "someone else's log\n");
+    assert!(listing(&docs.join("test-reports")).is_empty());
+}
+
+#[test]
+fn cleaned_logs_have_no_escapes_and_keep_all_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    assert!(archive(&run, &docs, &[]).status.success());
+    let log = fs::read(docs.join("boot-logs").join(format!("{STAMP}-serial.log"))).unwrap();
+    for bad in [0x1bu8, 0x0e, 0x0f, b'\r', 0x07] {
+        assert!(!log.contains(&bad), "byte {bad:#04x} survived");
+    }
+    let text = String::from_utf8(log).expect("valid UTF-8 (invalid bytes replaced)");
+    for kept in [
+        "ISOLINUX 6.04 20200816  Copyright (C) 1994-2015 H. Peter Anvin et al\n",
+        "lqqqqqqqqqqqqqqqqk",
+        "Automatic boot in 1 second...",
+        "Loading /boot/initrd...ok\n",
+        "[    2.828042] Run /init as init process\n",
+        "[  OK  ] Started pre-nixos.service.\n",
+        "nixos login: nixos (automatic login)\n",
+        "[nixos@nixos:~]$ pre-nixos: applied: created VG main with LV slash on /dev/vda\n",
+        "[root@nixos:~]# id -u\n0\n",
+        "café \u{fffd}\u{fffd} invalid utf-8\n",
+        "[   42.100000] reboot: Power down\n",
+    ] {
+        assert!(text.contains(kept), "missing {kept:?} in\n{text}");
+    }
+    // The transcript is redacted, and the rest of it kept.
+    let transcript = fs::read_to_string(docs.join("test-reports").join(format!("{STAMP}-boot-image-vm-test.log"))).unwrap();
+    assert!(!transcript.contains("b3BlbnNzaC1rZXkt") && !transcript.contains("ghp_"), "{transcript}");
+    assert!(transcript.contains("[archive-logs: private key block redacted]\n"));
+    assert!(transcript.contains("$ id -u\n0\n") && transcript.ends_with("poweroff\n"));
+}
+
+#[test]
+fn ledger_line_parses_and_the_index_lists_runs_newest_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let older = make_run(&runs, "2026-11-25T17-00-00Z", "pass");
+    let newer = make_run(&runs, STAMP, "fail");
+    assert!(archive(&older, &docs, &[]).status.success());
+    assert!(archive(&newer, &docs, &[]).status.success());
+
+    let ledger = fs::read_to_string(docs.join("test-reports/ledger.jsonl")).unwrap();
+    let lines: Vec<Value> = ledger.lines().map(|l| serde_json::from_str(l).expect("ledger line is JSON")).collect();
+    assert_eq!(lines.len(), 2);
+    let l = &lines[1];
+    assert_eq!(l["run"], STAMP);
+    assert_eq!(l["timestamp"], "2026-11-25T18:18:17Z");
+    assert_eq!(l["outcome"], "fail");
+    assert_eq!(l["verdict"], "escalation-failed");
+    assert_eq!(l["findings"], serde_json::json!(["escalation-failed", "autologin-not-root"]));
+    assert_eq!(l["phases"]["kernel"]["seconds"], 5.5);
+    assert!(l["phases"].get("checks").is_none(), "not-reached phases are left out");
+    assert_eq!(l["iso"]["source"], "fixture");
+    assert_eq!(l["accel"], "tcg");
+    assert_eq!(l["qemu_version"], "7.2.22");
+    assert_eq!(l["furthest_phase"], "poweroff");
+    assert_eq!(l["files"]["serial"], format!("boot-logs/{STAMP}-serial.log"));
+
+    let index = fs::read_to_string(docs.join("test-reports/README.md")).unwrap();
+    let newer_at = index.find(STAMP).expect("index lists the newer run");
+    let older_at = index.find("2026-11-25T17-00-00Z").expect("index lists the older run");
+    assert!(newer_at < older_at, "newest first:\n{index}");
+    assert!(index.contains(&format!("[serial](../boot-logs/{STAMP}-serial.log)")), "{index}");
+    assert!(index.contains(&format!("[report]({STAMP}-boot-image-vm-test.md)")), "{index}");
+    assert!(index.contains("Median phase times (last 1 passing runs)") && index.contains("| kernel | 5.5 | 1 |"), "{index}");
+    // Every linked file exists.
+    for href in index.split("](").skip(1).filter_map(|s| s.split(')').next()) {
+        assert!(docs.join("test-reports").join(href).exists(), "dangling link {href}");
+    }
+}
+
+#[test]
+fn dry_run_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    let out = archive(&run, &docs, &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("would create") && stdout.contains("Dry run: nothing written."), "{stdout}");
+    assert!(!docs.exists());
+}
+
+#[test]
+fn huge_logs_are_capped_with_a_marker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    let mut raw = b"ISOLINUX 6.04 FIRST LINE\r\n".to_vec();
+    for i in 0..200_000 {
+        raw.extend_from_slice(format!("[{i:>6}.000000] \x1b[1mflood\x1b[0m {i}\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"reboot: Power down LAST LINE\r\n");
+    fs::write(run.join("serial.log"), &raw).unwrap();
+    let out = archive(&run, &docs, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("cap left out (head and tail kept)"), "{stdout}");
+    let log = fs::read_to_string(docs.join("boot-logs").join(format!("{STAMP}-serial.log"))).unwrap();
+    assert!(log.len() <= 1024 * 1024 + 300, "{}", log.len());
+    assert!(log.starts_with("ISOLINUX 6.04 FIRST LINE\n") && log.ends_with("reboot: Power down LAST LINE\n"));
+    assert_eq!(log.lines().filter(|l| l.starts_with("[archive-logs:") && l.contains("lines (")).count(), 1);
+}
+
+#[test]
+fn a_run_dir_without_metadata_uses_its_name_and_the_serial_findings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    fs::remove_file(run.join("metadata.json")).unwrap();
+    assert!(archive(&run, &docs, &[]).status.success());
+    let ledger = fs::read_to_string(docs.join("test-reports/ledger.jsonl")).unwrap();
+    let l: Value = serde_json::from_str(ledger.lines().next().unwrap()).unwrap();
+    assert_eq!(l["run"], STAMP);
+    assert_eq!(l["outcome"], "unknown");
+    assert_eq!(l["findings_source"], "serial");
+    assert_eq!(l["findings"], serde_json::json!(["autologin-not-root", "powered-off-cleanly"]));
+}
+
+#[test]
+fn a_missing_run_dir_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = archive(&tmp.path().join("nope"), &tmp.path().join("docs"), &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a directory") && err.contains("--latest"), "{err}");
+}
