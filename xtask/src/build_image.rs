@@ -452,6 +452,10 @@ fn failure_error(meta: &mut Metadata, t: &Tracker, status: std::process::ExitSta
             .any(|s| e.contains(s))
     });
     let code = if drv.is_none() && unreachable { exit::INFRA } else { exit::FAILED };
+    if code == exit::INFRA {
+        msg += "\nnext step: nix could not reach a host it needs (GitHub for nixpkgs, a binary cache); \
+                check the network or proxy, or build elsewhere with --builders (docs/build-image.md)";
+    }
     Exit { code, message: msg }.into()
 }
 

@@ -293,6 +293,30 @@ extern "C" {
 }
 
 #[test]
+fn unreachable_input_is_an_infrastructure_error() {
+    if !tools("unreachable_input") {
+        return;
+    }
+    let t = test_flake("unreachable");
+    // `.invalid` never resolves (RFC 2606), also on a CI machine with internet access.
+    std::fs::write(
+        t.flake.join("flake.nix"),
+        r#"{
+  inputs.src = { url = "https://nix-input.invalid/src.tar.gz"; flake = false; };
+  outputs = { self, src }: { packages.x86_64-linux.bootImage = src; };
+}
+"#,
+    )
+    .unwrap();
+    let o = build(&t, "bootImage", &["--option", "download-attempts", "1"]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("unable to download 'https://nix-input.invalid/src.tar.gz'"), "{stderr}");
+    assert!(stderr.contains("next step: nix could not reach a host"), "{stderr}");
+    assert_eq!(metadata(&t.out)["outcome"], "infra");
+}
+
+#[test]
 fn missing_flake_dir_is_a_usage_error() {
     let o = xtask().args(["build-image", "--flake", "/nonexistent/flake-dir"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
