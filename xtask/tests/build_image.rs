@@ -317,6 +317,35 @@ fn unreachable_input_is_an_infrastructure_error() {
 }
 
 #[test]
+fn missing_nix_is_diagnosed_with_exit_3() {
+    if !require_tools("missing_nix", &["unshare", "mount", "nix"]) {
+        return;
+    }
+    // Hide nix for this one process: a private mount namespace with /dev/null bound over the
+    // real binary (needs root, as on the CI machine), an empty PATH entry and a fresh HOME.
+    let nix = std::fs::canonicalize(which::which("nix").unwrap()).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount --bind /dev/null {nix} && exec env PATH=/nonexistent HOME={home} {xtask} build-image --flake {flake}",
+        nix = nix.display(),
+        home = home.path().display(),
+        xtask = env!("CARGO_BIN_EXE_xtask"),
+        flake = home.path().display(),
+    );
+    let o = Command::new("unshare").args(["-m", "sh", "-c", &script]).output().unwrap();
+    let (_, stderr) = text(&o);
+    if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
+        assert!(!common::in_ci(), "CI runs as root: {stderr}");
+        eprintln!("SKIP missing_nix: needs root for a mount namespace");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("nix not found"), "{stderr}");
+    assert!(stderr.contains("apt-get install nix-bin"), "the fix: {stderr}");
+    assert!(stderr.contains("export USER="), "the profile guard: {stderr}");
+}
+
+#[test]
 fn missing_flake_dir_is_a_usage_error() {
     let o = xtask().args(["build-image", "--flake", "/nonexistent/flake-dir"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
