@@ -56,10 +56,10 @@
     in
     {
       nixosConfigurations.boot-image = nixpkgs.lib.nixosSystem {
-        inherit system;
         modules = [
           "${nixpkgs}/nixos/modules/installer/cd-dvd/installation-cd-minimal.nix"
           ./nix/boot-image.nix
+          { nixpkgs.hostPlatform = system; }
         ];
       };
 
