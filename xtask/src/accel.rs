@@ -25,7 +25,7 @@ use crate::project;
 
 /// How long a kernel gets to print its first line under KVM. A working KVM prints it after
 /// ~0.1-0.3 s; the hang seen on nested hosts never ends, so this bounds doctor's runtime.
-const KVM_DEADLINE: Duration = Duration::from_millis(1500);
+const KVM_DEADLINE: Duration = Duration::from_millis(1200);
 /// Under TCG the uncompressed kernel prints after ~0.4 s; generous for a loaded 2-core host.
 const TCG_DEADLINE: Duration = Duration::from_secs(5);
 /// Booting the bzImage under TCG needs ~5 s of decompression first.
@@ -250,7 +250,8 @@ fn describe_status(status: std::process::ExitStatus) -> String {
     }
 }
 
-/// Makes the kernel kill `cmd`'s process when we die, however we die.
+/// Makes the kernel kill `cmd`'s process when we die, however we die. (Linux ties this to the
+/// spawning *thread*: spawn from a thread that outlives the child, as the probes do.)
 pub(crate) fn die_with_parent(cmd: &mut Command) {
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
     unsafe {
