@@ -1,10 +1,238 @@
-//! `cargo xtask bench` — not written yet (being built in its issue).
+//! `cargo xtask bench` — what does the harness cost?
+//!
+//! Boots the fixture N times through the real `vm-test` (a child process, exactly as a user
+//! runs it) and N times with QEMU alone (same command line, a bare reader on the serial socket
+//! that only looks for the prompt bytes), alternating the two so machine load hits both alike.
+//! Prints per-phase medians, boot-to-prompt for both and their ratio (harness overhead), and
+//! the harness's own CPU time per wall second. Figures, not assertions: nothing here fails
+//! because a number is high.
 
-use anyhow::Result;
+use crate::vm::qemu::{self, Qemu, Spec};
+use crate::{exit, project, ui};
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::time::Duration;
 
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Number of harness runs (and as many bare-QEMU baseline runs)
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Accelerator passed to vm-test and used for the baseline
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
+    pub accel: String,
+    /// Print the figures as JSON (also written to bench.json in the bench directory)
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> Result<u8> {
-    anyhow::bail!("`bench` is not implemented yet")
+/// Raw bytes that end the NixOS prompt (`…nixos@nixos:~]$`): contiguous in the raw stream
+/// even with the colour and title escapes around them.
+const PROMPT_BYTES: &[u8] = b":~]$";
+const BASELINE_DEADLINE: Duration = Duration::from_secs(180);
+
+pub fn run(args: Args) -> Result<u8> {
+    if args.runs == 0 {
+        return Err(exit::usage("--runs must be at least 1"));
+    }
+    let iso = crate::fixture::build(None)?;
+    let dir = project::create_run_dir(&project::target_dir().join("bench"), jiff::Timestamp::now())?;
+    eprintln!("bench: {} harness + {} baseline boots of {iso}; results in {dir}", args.runs, args.runs);
+    let mut harness = Vec::new();
+    let mut baseline = Vec::new();
+    for i in 1..=args.runs {
+        let run_dir = dir.join(format!("harness-{i}"));
+        let meta = harness_run(&iso, &run_dir, &args.accel)?;
+        let prompt = meta.pointer("/milestones/prompt").and_then(Value::as_f64);
+        eprintln!(
+            "bench: harness run {i}: {} in {:.1}s, prompt at {}",
+            meta["outcome"].as_str().unwrap_or("?"),
+            meta["total_seconds"].as_f64().unwrap_or(0.0),
+            prompt.map_or("?".into(), |p| format!("{p:.2}s"))
+        );
+        let spec_from = meta.clone();
+        harness.push(meta);
+        let b = baseline_run(&spec_from, &dir.join(format!("baseline-{i}")))?;
+        eprintln!("bench: baseline run {i}: prompt at {b:.2}s");
+        baseline.push(b);
+    }
+    let figures = summarize(&harness, &baseline);
+    project::write_atomic(&dir.join("bench.json"), serde_json::to_string_pretty(&figures)?.as_bytes())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        print_figures(&figures);
+    }
+    let all_passed = harness.iter().all(|m| m["outcome"] == "pass");
+    Ok(if all_passed { exit::OK } else { exit::FAILED })
+}
+
+/// One `vm-test --iso` run in a child process; returns its metadata.json.
+fn harness_run(iso: &Utf8Path, run_dir: &Utf8Path, accel: &str) -> Result<Value> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let log = fs_err::File::create(run_dir.with_extension("log"))?.into_parts().0;
+    let status = std::process::Command::new(exe)
+        .args(["vm-test", "--iso", iso.as_str(), "--accel", accel, "--run-dir", run_dir.as_str()])
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("running vm-test")?;
+    let meta: Value = serde_json::from_slice(&fs_err::read(run_dir.join("metadata.json"))?)?;
+    if status.code() == Some(exit::INFRA as i32) {
+        bail!(exit::infra(format!("vm-test could not run (exit 3); see {run_dir}/transcript.log")));
+    }
+    Ok(meta)
+}
+
+/// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
+/// bare reader: seconds from spawn until the prompt bytes arrive.
+fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
+    fs_err::create_dir_all(dir)?;
+    let q = &meta["qemu"];
+    // Unix socket paths must stay short (108 bytes): keep them in /tmp.
+    let sock_dir = Utf8PathBuf::from(format!("/tmp/xtask-bench-{}", std::process::id()));
+    fs_err::create_dir_all(&sock_dir)?;
+    let spec = Spec {
+        binary: q["binary"].as_str().context("metadata lacks qemu.binary")?.into(),
+        iso: meta["image"]["path"].as_str().context("metadata lacks image.path")?.into(),
+        disk: dir.join("disk.qcow2"),
+        accel: q["accel"].as_str().unwrap_or("tcg").to_string(),
+        memory_mib: q["memory_mib"].as_u64().unwrap_or(1024) as u32,
+        cpus: q["cpus"].as_u64().unwrap_or(2) as u32,
+        serial_sock: sock_dir.join("serial.sock"),
+        qmp_sock: sock_dir.join("qmp.sock"),
+        ssh_port: qemu::free_port()?,
+        reconnect_serial: false,
+    };
+    qemu::create_disk(&spec.disk, "4G")?;
+    let listener = crate::vm::serial::listen(&spec.serial_sock)?;
+    let mut vm = Qemu::spawn(&spec, &dir.join("qemu.stderr.log"), false)?;
+    let result = (|| -> Result<f64> {
+        let mut stream = crate::vm::serial::accept(&listener, Duration::from_secs(10), &mut || true)
+            .map_err(|e| anyhow::anyhow!("QEMU did not connect to the serial socket: {e:?}"))?;
+        // Blocking reads with a timeout: the thread sleeps in the kernel, like the harness.
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 16384];
+        while vm.started.elapsed() < BASELINE_DEADLINE {
+            match stream.read(&mut buf) {
+                Ok(0) => bail!("QEMU closed the serial line before the prompt"),
+                Ok(n) => {
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen.windows(PROMPT_BYTES.len()).any(|w| w == PROMPT_BYTES) {
+                        return Ok(vm.started.elapsed().as_secs_f64());
+                    }
+                    let keep = seen.len().saturating_sub(PROMPT_BYTES.len());
+                    seen.drain(..keep);
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("no prompt within {}s", BASELINE_DEADLINE.as_secs())
+    })();
+    vm.kill();
+    let _ = fs_err::remove_file(&spec.disk);
+    let _ = fs_err::remove_dir_all(&sock_dir);
+    result.with_context(|| format!("baseline boot (see {dir}/qemu.stderr.log)"))
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    Some(if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 })
+}
+
+fn summarize(harness: &[Value], baseline: &[f64]) -> Value {
+    let phase_medians: Vec<Value> = crate::diagnose::Phase::ALL
+        .iter()
+        .map(|p| {
+            let xs: Vec<f64> = harness
+                .iter()
+                .flat_map(|m| m["phases"].as_array().cloned().unwrap_or_default())
+                .filter(|e| e["phase"] == p.name() && e["status"] == "ok")
+                .filter_map(|e| e["seconds"].as_f64())
+                .collect();
+            json!({"phase": p.name(), "median_seconds": median(xs.clone()), "runs": xs.len()})
+        })
+        .collect();
+    let prompt = median(harness.iter().filter_map(|m| m.pointer("/milestones/prompt").and_then(Value::as_f64)).collect());
+    let bare = median(baseline.to_vec());
+    let cpu = median(harness.iter().filter_map(|m| m.pointer("/harness/cpu_seconds").and_then(Value::as_f64)).collect());
+    let wall = median(harness.iter().filter_map(|m| m["total_seconds"].as_f64()).collect());
+    let rss = harness.iter().filter_map(|m| m.pointer("/harness/peak_rss_kib").and_then(Value::as_u64)).max();
+    let overhead = prompt.zip(bare).map(|(h, b)| (h - b) / b);
+    let cpu_share = cpu.zip(wall).map(|(c, w)| c / w);
+    json!({
+        "runs": harness.len(),
+        "passed": harness.iter().filter(|m| m["outcome"] == "pass").count(),
+        "accel": harness.first().map(|m| m["qemu"]["accel"].clone()),
+        "phases": phase_medians,
+        "boot_to_prompt": {"harness_median_seconds": prompt, "baseline_median_seconds": bare,
+                            "baseline_runs": baseline, "overhead_ratio": overhead, "target_ratio": 0.10},
+        "harness_cpu": {"median_cpu_seconds": cpu, "median_wall_seconds": wall, "share_of_one_core": cpu_share,
+                         "target_share": 0.02, "peak_rss_kib": rss},
+    })
+}
+
+fn print_figures(f: &Value) {
+    let fancy = ui::fancy_stdout();
+    let num = |v: &Value| v.as_f64().map_or("?".to_string(), |x| format!("{x:.2}"));
+    println!("Phase medians over {} runs ({} passed, accel {}):", f["runs"], f["passed"], f["accel"]);
+    for p in f["phases"].as_array().into_iter().flatten() {
+        println!("  {:<11} {:>7} s", p["phase"].as_str().unwrap_or("?"), num(&p["median_seconds"]));
+    }
+    let b = &f["boot_to_prompt"];
+    let c = &f["harness_cpu"];
+    let verdict = |ok: Option<bool>| match ok {
+        Some(true) => ui::paint(fancy, ui::Tone::Good, "within target"),
+        Some(false) => ui::paint(fancy, ui::Tone::Bad, "over target"),
+        None => "not measured".to_string(),
+    };
+    let ratio = b["overhead_ratio"].as_f64();
+    println!(
+        "Boot to prompt: harness {} s, bare QEMU {} s → overhead {} ({}; target ≤ 10 %)",
+        num(&b["harness_median_seconds"]),
+        num(&b["baseline_median_seconds"]),
+        ratio.map_or("?".into(), |r| format!("{:+.1} %", r * 100.0)),
+        verdict(ratio.map(|r| r <= 0.10))
+    );
+    let share = c["share_of_one_core"].as_f64();
+    println!(
+        "Harness CPU: {} s over {} s wall = {} of one core ({}; target ≤ 2 %), peak RSS {} KiB",
+        num(&c["median_cpu_seconds"]),
+        num(&c["median_wall_seconds"]),
+        share.map_or("?".into(), |s| format!("{:.2} %", s * 100.0)),
+        verdict(share.map(|s| s <= 0.02)),
+        c["peak_rss_kib"]
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+    }
+
+    #[test]
+    fn summary_ratio_and_cpu_share() {
+        let run = json!({"outcome": "pass", "total_seconds": 20.0, "qemu": {"accel": "tcg"},
+            "milestones": {"prompt": 11.0}, "harness": {"cpu_seconds": 0.2, "peak_rss_kib": 9000},
+            "phases": [{"phase": "kernel", "seconds": 4.0, "status": "ok"}]});
+        let f = summarize(&[run.clone(), run], &[10.0, 10.0]);
+        assert!((f["boot_to_prompt"]["overhead_ratio"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+        assert!((f["harness_cpu"]["share_of_one_core"].as_f64().unwrap() - 0.01).abs() < 1e-9);
+        assert_eq!(f["phases"][2]["median_seconds"], 4.0);
+    }
 }
