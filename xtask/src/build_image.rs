@@ -452,6 +452,16 @@ fn failure_error(meta: &mut Metadata, t: &Tracker, status: std::process::ExitSta
             .any(|s| e.contains(s))
     });
     let code = if drv.is_none() && unreachable { exit::INFRA } else { exit::FAILED };
+    let git_flake = !meta.flake.contains(':');
+    // nix 2.8: "getting status of '/nix/store/…-source/x': No such file or directory";
+    // newer nix: "path '…' does not exist".
+    let missing_file = |e: &String| {
+        e.contains("does not exist") || (e.contains("-source/") && e.contains("No such file or directory"))
+    };
+    if git_flake && errors.iter().any(missing_file) {
+        msg += "\nhint: the flake is read from git, which shows nix only tracked files; \
+                `git add` new files (e.g. scripts/pre-nixos.sh) before building";
+    }
     if code == exit::INFRA {
         msg += "\nnext step: nix could not reach a host it needs (GitHub for nixpkgs, a binary cache); \
                 check the network or proxy, or build elsewhere with --builders (docs/build-image.md)";

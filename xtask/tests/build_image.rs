@@ -346,6 +346,31 @@ fn missing_nix_is_diagnosed_with_exit_3() {
 }
 
 #[test]
+fn untracked_file_in_a_git_flake_gets_the_git_add_hint() {
+    if !require_tools("untracked_file", &["nix", "git"]) {
+        return;
+    }
+    let t = test_flake("git");
+    std::fs::write(
+        t.flake.join("flake.nix"),
+        "{ outputs = { self }: { packages.x86_64-linux.bootImage = builtins.readFile ./untracked.sh; }; }\n",
+    )
+    .unwrap();
+    std::fs::write(t.flake.join("untracked.sh"), "echo hi\n").unwrap();
+    let git = |args: &[&str]| {
+        let o = Command::new("git").arg("-C").arg(&t.flake).args(args).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "flake.nix"]);
+    let o = build(&t, "bootImage", &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("untracked.sh"), "{stderr}");
+    assert!(stderr.contains("hint: the flake is read from git"), "{stderr}");
+}
+
+#[test]
 fn missing_flake_dir_is_a_usage_error() {
     let o = xtask().args(["build-image", "--flake", "/nonexistent/flake-dir"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
