@@ -335,7 +335,7 @@ static AUTOLOGIN: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// Text after a prompt that is a console broadcast, not an echoed command.
 static BROADCAST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:pre-nixos|LAN IPv4|\[\s*\d+\.\d+\] |<<< |Broadcast message)").expect("compiles")
+    Regex::new(r"^(?:pre-nixos|LAN IPv4|\[\s*\d+\.\d+\] |\[ *(?:OK|FAILED) *\] |<<< |Broadcast message)").expect("compiles")
 });
 
 /// Cuts `s` to at most `max` bytes on a char boundary.
