@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     pub no_build: bool,
     /// Accelerator: auto probes KVM by booting a kernel and falls back to TCG
-    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     pub accel: String,
     /// Guest memory in MiB [default: 1024 for the fixture, 2048 otherwise]
     #[arg(long, value_name = "MIB")]
@@ -86,6 +86,10 @@ struct Chosen {
 }
 
 pub fn run(args: Args) -> Result<u8> {
+    // Flag mistakes are usage errors (exit 2), found before anything is created.
+    if let Some(image) = &args.image {
+        parse_image(image)?;
+    }
     crate::vm::interrupt::install();
     let start = Instant::now();
     let started_at = jiff::Timestamp::now();
@@ -132,7 +136,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     let infra = |finding: &str, e: anyhow::Error| Failure::infra(Phase::Qemu, finding, format!("{e:#}"));
 
     // The image.
-    let chosen = choose_image(args, progress).map_err(|e| infra("bad-image", e))?;
+    let chosen = choose_image(args, progress).map_err(|e| infra("image-missing", e))?;
     let size = fs_err::metadata(&chosen.iso).map(|m| m.len()).unwrap_or(0);
     rec.image = crate::vm::record::Image {
         path: chosen.iso.to_string(),
@@ -148,7 +152,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     if args.skip_preflight {
         rec.note("preflight skipped (--skip-preflight)");
     } else {
-        let pf = crate::vm::preflight::check_iso(&chosen.iso).map_err(|e| infra("bad-image", e))?;
+        let pf = crate::vm::preflight::check_iso(&chosen.iso).map_err(|e| infra("image-missing", e))?;
         for p in &pf.problems {
             let level = if p.fail { "FAIL" } else { "warning" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
@@ -176,8 +180,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
             let (a, why) = crate::accel::choose_auto();
             (a.name().to_string(), why)
         }
-        "kvm" | "tcg" => (args.accel.clone(), "chosen with --accel".to_string()),
-        other => return Err(infra("bad-flag", exit::usage(format!("--accel {other}: expected auto, kvm or tcg")))),
+        other => (other.to_string(), "chosen with --accel".to_string()),
     };
     progress.note(&format!("accel {accel}: {reason}"));
     if crate::vm::interrupted() {
@@ -214,7 +217,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         ..Default::default()
     };
     let listener = serial::listen(&spec.serial_sock).map_err(|e| infra("qemu-start-failed", e))?;
-    let transcript = Transcript::create(&rec.dir.join("transcript.log"), Instant::now()).map_err(|e| infra("io", e))?;
+    let transcript = Transcript::create(&rec.dir.join("transcript.log"), Instant::now()).map_err(|e| infra("harness-error", e))?;
     rec.begin(Phase::Qemu);
     progress.phase("qemu");
     let stderr_log = rec.dir.join("qemu.stderr.log");
@@ -233,7 +236,9 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         vm.detach();
     } else {
         if vm.try_wait().is_none() {
-            let rung = vm.stop(Duration::from_secs(3));
+            // The run is over (failed or interrupted) and the scratch disk is thrown away:
+            // no need for the guest's consent.
+            let rung = vm.stop(Duration::ZERO);
             rec.qemu.stopped_by.get_or_insert_with(|| rung.to_string());
         }
         rec.qemu.exit_status = vm.try_wait().map(|s| s.to_string());
@@ -266,7 +271,7 @@ fn session(
         other => Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QEMU did not connect its serial port: {other}")),
     })?;
     let serial_progress = std::mem::replace(progress, Progress::silent());
-    let serial = Serial::new(stream, &rec.dir, serial_progress).map_err(|e| Failure::infra(Phase::Qemu, "io", format!("{e:#}")))?;
+    let serial = Serial::new(stream, &rec.dir, serial_progress).map_err(|e| Failure::infra(Phase::Qemu, "harness-error", format!("{e:#}")))?;
     let mut guest = Guest::new(serial, transcript);
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
     guest.transcript.log(&format!("QEMU pid {} started: {}", vm.pid, rec.qemu.command.join(" ")));
@@ -356,12 +361,12 @@ fn power_off(guest: &mut Guest, vm: &mut Qemu, rec: &mut Record) -> Result<(), F
                 rec.qemu.stopped_by = Some("guest-poweroff".into());
                 return Ok(());
             }
-            Err(Failure::fail(Phase::Poweroff, "phase-timeout", "the serial line closed but QEMU did not exit within 10 s"))
+            Err(Failure::fail(Phase::Poweroff, "poweroff-failed", "the serial line closed but QEMU did not exit within 10 s"))
         }
         Err(Stop::Deadline) => {
             let rung = vm.stop(Duration::from_secs(10));
             rec.qemu.stopped_by = Some(rung.to_string());
-            Err(Failure::fail(Phase::Poweroff, "phase-timeout", format!("`poweroff` did not stop the guest within 60 s; QEMU stopped by {rung}")))
+            Err(Failure::fail(Phase::Poweroff, "poweroff-failed", format!("`poweroff` did not stop the guest within 60 s; QEMU stopped by {rung}")))
         }
         Err(s) => Err(Failure::from_stop(Phase::Poweroff, s, &mut guest.serial, "waiting for the guest to power off")),
     }
@@ -378,14 +383,7 @@ fn choose_image(args: &Args, progress: &mut Progress) -> Result<Chosen> {
         return Ok(Chosen { iso, source: "iso", fault: None, store_path: None, nar_hash: None });
     }
     if let Some(image) = &args.image {
-        let (kind, fault) = match image.split_once(':') {
-            Some((k, f)) => (k, Some(f)),
-            None => (image.as_str(), None),
-        };
-        if kind != "fixture" {
-            return Err(exit::usage(format!("--image {image}: expected `fixture` or `fixture:FAULT`")));
-        }
-        let fault = fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()?;
+        let fault = parse_image(image)?;
         progress.note(&format!("building fixture ISO{} …", fault.map_or(String::new(), |f| format!(" ({f})"))));
         let iso = crate::fixture::build(fault)?;
         return Ok(Chosen { iso, source: "fixture", fault: fault.map(|f| f.name().to_string()), store_path: None, nar_hash: None });
@@ -413,6 +411,18 @@ fn choose_image(args: &Args, progress: &mut Progress) -> Result<Chosen> {
         store_path: Some(built.store_path),
         nar_hash: built.nar_hash,
     })
+}
+
+/// `fixture` or `fixture:FAULT` → the fault variant (usage error otherwise).
+fn parse_image(image: &str) -> Result<Option<crate::fixture::Fault>> {
+    let (kind, fault) = match image.split_once(':') {
+        Some((k, f)) => (k, Some(f)),
+        None => (image, None),
+    };
+    if kind != "fixture" {
+        return Err(exit::usage(format!("--image {image}: expected `fixture` or `fixture:FAULT`")));
+    }
+    fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()
 }
 
 /// Unix socket paths are limited to 107 bytes; a deep run directory gets its sockets in /tmp.

@@ -52,6 +52,7 @@ pub struct Timeouts {
 /// Login phase: ends when a shell prompt appeared. Returns the user we are logged in as.
 pub fn login(guest: &mut Guest, greeting: Greeting, creds: Option<&Credentials>, t: &Timeouts) -> Result<String, Failure> {
     let phase = Phase::Login;
+    let mut at_prompt = false;
     let user = match greeting {
         Greeting::Autologin { user } => {
             guest.transcript.log(&format!("autologin as {user}"));
@@ -80,12 +81,18 @@ pub fn login(guest: &mut Guest, greeting: Greeting, creds: Option<&Credentials>,
                 if hit.index != 0 {
                     return Err(Failure::fail(phase, "login-prompt", format!("login as {} was refused: {}", creds.user, hit.group(0).trim())));
                 }
+                at_prompt = true;
+            } else if hit.index == 1 {
+                at_prompt = true;
             } else if hit.index == 2 {
                 return Err(Failure::fail(phase, "login-prompt", format!("login as {} was refused: {}", creds.user, hit.group(0).trim())));
             }
             creds.user.clone()
         }
     };
+    if at_prompt {
+        return Ok(user);
+    }
     // Pace: let the profile scripts finish and the prompt appear (stall = the shell is quiet).
     match guest.serial.expect(&[&*PROMPT], Wait::new(t.step, Some(Duration::from_secs(5)))) {
         Ok(_) | Err(Stop::Stall(_)) | Err(Stop::Deadline) => Ok(user),

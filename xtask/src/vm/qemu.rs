@@ -165,13 +165,17 @@ impl Qemu {
     }
 
     /// The rest of the shutdown ladder once the guest's own poweroff did not end QEMU:
-    /// QMP `system_powerdown` (ACPI), then QMP `quit`, then SIGKILL. Returns the rung that worked.
+    /// QMP `system_powerdown` (ACPI; skipped when `powerdown_wait` is zero), then QMP `quit`,
+    /// then SIGKILL. Returns the rung that worked.
     pub fn stop(&mut self, powerdown_wait: Duration) -> &'static str {
         if self.try_wait().is_some() {
             return "exited";
         }
         if let Ok(mut q) = self.qmp() {
-            if q.execute("system_powerdown", None).is_ok() && self.wait_timeout(powerdown_wait).is_some() {
+            if !powerdown_wait.is_zero()
+                && q.execute("system_powerdown", None).is_ok()
+                && self.wait_timeout(powerdown_wait).is_some()
+            {
                 return "qmp-system_powerdown";
             }
             if q.execute("quit", None).is_ok() && self.wait_timeout(Duration::from_secs(3)).is_some() {

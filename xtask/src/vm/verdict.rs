@@ -64,7 +64,7 @@ impl Failure {
         match stop {
             Stop::Interrupted => Failure::interrupted(phase),
             Stop::Fatal(f) => Failure::fail(phase, f.id, format!("{what}: line {}: {}", f.line, f.text)),
-            Stop::Io(e) => Failure::infra(phase, "qemu-exited", format!("{what}: serial socket error: {e}")),
+            Stop::Io(e) => Failure::infra(phase, "harness-error", format!("{what}: serial socket error: {e}")),
             Stop::Eof => {
                 if let Some(f) = serial.findings().iter().find(|f| crate::vm::serial::FATAL.contains(&f.id)) {
                     return Failure::fail(phase, f.id, format!("{what}: line {}: {}", f.line, f.text));
