@@ -24,7 +24,7 @@ const TEST_FLAKE: &str = r#"{
         nonce = "@NONCE@";
       };
     in {
-      packages.x86_64-linux = {
+      packages.x86_64-linux = rec {
         bootImage = mk "test-image" ''
           echo '@nix {"action":"setPhase","phase":"buildPhase"}'
           echo "preparing image"
@@ -39,6 +39,11 @@ const TEST_FLAKE: &str = r#"{
           while [ $i -le 40 ]; do echo "log line $i"; i=$((i+1)); done
           echo "mksquashfs: out of space" >&2
           exit 3
+        '';
+        # The real ISO fails like this: a dependency (the squashfs) fails, the ISO does not build.
+        failingDep = mk "test-image-outer" ''
+          echo ${failing}
+          /bin/mkdir -p $out/iso
         '';
         noIso = mk "test-image-no-iso" ''
           /bin/mkdir -p $out/nix-support
@@ -197,6 +202,20 @@ fn failing_derivation_is_named_with_its_log_tail() {
     assert_eq!(m["failure"]["log_tail"].as_array().unwrap().len(), 30);
     assert!(m["image"].is_null());
     assert!(!t.out.join("last.json").exists(), "a failure must not replace last.json");
+}
+
+#[test]
+fn failing_dependency_is_named_not_the_image() {
+    if !tools("failing_dependency") {
+        return;
+    }
+    let t = test_flake("faildep");
+    let o = build(&t, "failingDep", &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("failing derivation: ")).expect(&stderr);
+    assert!(line.ends_with("-test-image-failing.drv"), "{line}\n{stderr}");
+    assert!(stderr.contains("  | mksquashfs: out of space"), "{stderr}");
 }
 
 #[test]
