@@ -329,6 +329,13 @@ fn uncompressed_kernel(bzimage: &Utf8Path) -> Result<Utf8PathBuf> {
             bail!("{} did not produce an ELF kernel ({status})", tool[0]);
         }
         fs_err::rename(&tmp_out, &out)?;
+        // One kernel at a time: drop extractions of earlier kernels (63 MiB each).
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "vmlinux") && p != out.as_std_path() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
         Ok(())
     })();
     let _ = std::fs::remove_file(&tmp_in);

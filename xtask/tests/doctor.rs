@@ -240,6 +240,8 @@ fn accelerators_json_and_plain_output_on_this_machine() {
     let tcg = check(&all, "tcg");
     assert_eq!(tcg["status"], "ok", "{tcg}");
     assert!(tcg["detail"].as_str().unwrap().contains("Linux version"), "{tcg}");
+    // The fast path: the ELF kernel extracted from Debian's xz bzImage, booted via PVH.
+    assert!(tcg["detail"].as_str().unwrap().starts_with("TCG runs guests: kernel printed"), "{tcg}");
     let kvm = check(&all, "kvm");
     let detail = kvm["detail"].as_str().unwrap();
     match kvm["status"].as_str().unwrap() {
