@@ -401,7 +401,7 @@ fn write_log_line(log: &mut impl Write, update: &events::Update) -> std::io::Res
         BuildStopped { drv, failed } => writeln!(log, "=== {} {drv}", if *failed { "FAILED" } else { "finished" }),
         Phase { drv, phase } => writeln!(log, "=== {}: {phase}", drv_name(drv)),
         LogLine { drv, line } => writeln!(log, "{}> {line}", drv_name(drv)),
-        Substituting { path } => writeln!(log, "=== substituting {path}"),
+        Substituting { path, from } => writeln!(log, "=== fetching {path} from {from}"),
         Message { text, .. } => writeln!(log, "{text}"),
         Progress => Ok(()),
     }

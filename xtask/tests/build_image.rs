@@ -163,6 +163,51 @@ fn builds_a_local_flake_resolves_the_iso_and_records_it() {
 }
 
 #[test]
+fn downloads_from_a_binary_cache_are_counted() {
+    if !tools("downloads") {
+        return;
+    }
+    // Build once, put the output in a local binary cache, delete it from the store: the
+    // second build substitutes it from the cache instead of building.
+    let t = test_flake("subst");
+    let o = build(&t, "bootImage", &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let store_path = metadata(&t.out)["image"]["store_path"].as_str().unwrap().to_string();
+    std::fs::remove_dir_all(&t.out).unwrap();
+    let cache = format!("file://{}", t.flake.parent().unwrap().join("cache").display());
+    let nix = |args: &[&str]| {
+        let o = Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command flakes"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "nix {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    nix(&["copy", "--to", &cache, &store_path]);
+    nix(&["store", "delete", &store_path]);
+
+    let o = xtask()
+        .args(["build-image", "--flake"])
+        .arg(&t.flake)
+        .args(["--out-dir"])
+        .arg(&t.out)
+        .args(["--option", "substituters", &cache, "--option", "require-sigs", "false"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("fetching test-image from {cache}")), "{stderr}");
+    let m = metadata(&t.out);
+    assert_eq!(m["progress"]["downloads"]["done"], 1, "{m}");
+    assert_eq!(m["progress"]["downloads"]["expected"], 1, "{m}");
+    assert_eq!(m["progress"]["builds"]["done"], 0, "substituted, not built: {m}");
+    // The NAR of a 64 KiB file and two directories is a little larger than the file.
+    let bytes = m["progress"]["bytes_downloaded"].as_u64().unwrap();
+    assert!((64 * 1024..80 * 1024).contains(&bytes), "{m}");
+    assert_eq!(m["image"]["store_path"], store_path.as_str());
+}
+
+#[test]
 fn print_build_logs_shows_log_lines_without_losing_progress() {
     if !tools("print_build_logs") {
         return;

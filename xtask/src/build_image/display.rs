@@ -63,6 +63,9 @@ impl Display {
                 self.plain(&format!("building {}{on} ({})", drv_name(drv), t.status()));
             }
             Update::Phase { drv, phase } => self.plain(&format!("{}: {phase}", drv_name(drv))),
+            Update::Substituting { path, from } => {
+                self.plain(&format!("fetching {} from {from} ({})", drv_name(path), t.status()))
+            }
             Update::BuildStopped { drv, failed } => {
                 let verb = if *failed { "FAILED" } else { "finished" };
                 self.plain(&format!("{verb} {} ({})", drv_name(drv), t.status()))

@@ -4,8 +4,9 @@
 //! error messages). Pure: fed lines, returns updates; no I/O.
 //!
 //! Codes (nix's `ActivityType` / `ResultType`, stable since 2.0):
-//! activities 100 copy-path (ignored), 101 file-transfer, 102 realise, 103 copy-paths, 104 builds,
-//! 105 build (fields: drv, machine, round, rounds), 108 substitute (fields: path, cache);
+//! activities 100 copy-path (progress in NAR bytes), 101 file-transfer, 102 realise, 103 copy-paths
+//! (progress in paths), 104 builds, 105 build (fields: drv, machine, round, rounds),
+//! 108 substitute (fields: path, cache);
 //! results 101 build log line ([line]), 104 set-phase ([phase]), 105 progress
 //! ([done, expected, running, failed]), 106 set-expected ([activity type, count]),
 //! 107 post-build log line ([line]).
@@ -20,7 +21,7 @@ use crate::clean::clean_all;
 /// How many log lines of each build are kept for a failure report.
 pub const TAIL_LINES: usize = 30;
 
-const ACT_FILE_TRANSFER: u64 = 101;
+const ACT_COPY_PATH: u64 = 100;
 const ACT_COPY_PATHS: u64 = 103;
 const ACT_BUILDS: u64 = 104;
 const ACT_BUILD: u64 = 105;
@@ -39,7 +40,7 @@ pub enum Update {
     BuildStopped { drv: String, failed: bool },
     Phase { drv: String, phase: String },
     LogLine { drv: String, line: String },
-    Substituting { path: String },
+    Substituting { path: String, from: String },
     /// A nix message: level 0 error, 1 warning, 2 notice, 3 info, then chattier levels.
     Message { level: u64, text: String },
     /// Counters changed.
@@ -65,10 +66,13 @@ struct Build {
 pub struct Tracker {
     kinds: HashMap<u64, u64>,
     builds_running: Vec<(u64, Build)>,
-    transfers: HashMap<u64, u64>,
+    /// Running copies: (bytes done, bytes expected).
+    copies: HashMap<u64, (u64, u64)>,
     pub builds: Counts,
     pub downloads: Counts,
-    /// Bytes of finished and running file transfers.
+    /// NAR bytes of finished and running path copies (substitutions, also copies to or from
+    /// remote builders). Counted on copy-path activities, which every store type reports;
+    /// http file transfers would count the same bytes again, compressed.
     pub bytes_downloaded: u64,
     bytes_finished: u64,
     /// Last log lines of every build seen, by derivation path.
@@ -137,7 +141,7 @@ impl Tracker {
                 vec![Update::BuildStarted { drv, machine }]
             }
             ACT_SUBSTITUTE => match field(0) {
-                Some(path) => vec![Update::Substituting { path }],
+                Some(path) => vec![Update::Substituting { path, from: field(1).unwrap_or_default() }],
                 None => vec![],
             },
             _ => vec![],
@@ -154,9 +158,10 @@ impl Tracker {
                 let failed = self.builds.failed > build.failed_before;
                 vec![Update::BuildStopped { drv: build.drv, failed }]
             }
-            Some(ACT_FILE_TRANSFER) => {
-                if let Some(done) = self.transfers.remove(&id) {
-                    self.bytes_finished += done;
+            Some(ACT_COPY_PATH) => {
+                // A finished copy moved all its bytes; the last progress report may be older.
+                if let Some((done, expected)) = self.copies.remove(&id) {
+                    self.bytes_finished += done.max(expected);
                 }
                 vec![]
             }
@@ -196,13 +201,12 @@ impl Tracker {
                 match self.kinds.get(&id) {
                     Some(&ACT_BUILDS) => self.builds = counts,
                     Some(&ACT_COPY_PATHS) => self.downloads = counts,
-                    Some(&ACT_FILE_TRANSFER) => {
-                        self.transfers.insert(id, counts.done);
+                    Some(&ACT_COPY_PATH) => {
+                        self.copies.insert(id, (counts.done, counts.expected));
                     }
-                    // Per-path copy progress (100) is in bytes and duplicates the transfers.
                     _ => return vec![],
                 }
-                self.bytes_downloaded = self.bytes_finished + self.transfers.values().sum::<u64>();
+                self.bytes_downloaded = self.bytes_finished + self.copies.values().map(|c| c.0).sum::<u64>();
                 vec![Update::Progress]
             }
             _ => vec![],
@@ -348,17 +352,19 @@ mod tests {
             &mut t,
             &[
                 r#"@nix {"action":"start","id":2,"type":103}"#,
-                r#"@nix {"action":"start","id":3,"type":101,"text":"downloading"}"#,
+                r#"@nix {"action":"start","id":3,"type":100,"text":"copying path"}"#,
                 r#"@nix {"action":"result","fields":[1048576,2097152,0,0],"id":3,"type":105}"#,
                 r#"@nix {"action":"stop","id":3}"#,
-                r#"@nix {"action":"start","id":4,"type":101,"text":"downloading"}"#,
+                r#"@nix {"action":"start","id":4,"type":100,"text":"copying path"}"#,
+                r#"@nix {"action":"start","id":5,"type":101,"text":"downloading"}"#,
+                r#"@nix {"action":"result","fields":[999,0,0,0],"id":5,"type":105}"#,
                 r#"@nix {"action":"result","fields":[1048576,0,0,0],"id":4,"type":105}"#,
                 r#"@nix {"action":"result","fields":[1,5,1,0],"id":2,"type":105}"#,
             ],
         );
         assert_eq!(t.downloads, Counts { done: 1, expected: 5, running: 1, failed: 0 });
-        assert_eq!(t.bytes_downloaded, 2 * 1048576);
-        assert!(t.status().contains("downloads 1/5 (2.0 MiB)"), "{}", t.status());
+        assert_eq!(t.bytes_downloaded, 2097152 + 1048576, "a finished copy counts its full size");
+        assert!(t.status().contains("downloads 1/5 (3.0 MiB)"), "{}", t.status());
     }
 
     #[test]
