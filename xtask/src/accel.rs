@@ -160,9 +160,30 @@ fn kvm_device_usable() -> Result<()> {
             bail!("/dev/kvm does not exist (no KVM module loaded, or virtualization is off / not nested)")
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            bail!("no permission to open /dev/kvm (add yourself to its group: sudo usermod -aG kvm \"$(id -un)\", then log in again)")
+            use std::os::unix::fs::MetadataExt;
+            let how = std::fs::metadata("/dev/kvm")
+                .map(|m| format!("mode {:04o}, owner uid {} gid {}", m.mode() & 0o7777, m.uid(), m.gid()))
+                .unwrap_or_default();
+            bail!("no permission to open /dev/kvm ({how})")
         }
         Err(e) => bail!("cannot open /dev/kvm: {e}"),
+    }
+}
+
+/// The command that gives the current user access to `/dev/kvm`.
+pub fn kvm_access_fix() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata("/dev/kvm") else { return "sudo modprobe kvm_intel   # or kvm_amd".into() };
+    // SAFETY: getgrgid returns a pointer to static storage or null; read at once.
+    let group = unsafe {
+        let g = libc::getgrgid(meta.gid());
+        (!g.is_null()).then(|| std::ffi::CStr::from_ptr((*g).gr_name).to_string_lossy().into_owned())
+    };
+    match group {
+        Some(g) if meta.mode() & 0o060 == 0o060 && g != "root" => {
+            format!("sudo usermod -aG {g} \"$(id -un)\"   (then log in again)")
+        }
+        _ => "sudo groupadd -f kvm && sudo chgrp kvm /dev/kvm && sudo chmod 0660 /dev/kvm && sudo usermod -aG kvm \"$(id -un)\"   (then log in again; a udev rule makes it permanent)".into(),
     }
 }
 

@@ -247,11 +247,11 @@ fn kvm(_: &Ctx) -> Verdict {
         return Verdict::ok(format!("KVM runs guests: {}", p.detail));
     }
     let fix = if p.detail.contains("/dev/kvm does not exist") {
-        "enable VT-x/AMD-V (or nested virtualization for this VM), then: sudo modprobe kvm_intel   # or kvm_amd"
-    } else if p.detail.contains("permission") {
-        "sudo usermod -aG kvm \"$(id -un)\"   (then log in again)"
+        "enable VT-x/AMD-V (or nested virtualization for this VM), then: sudo modprobe kvm_intel   # or kvm_amd".into()
+    } else if p.detail.contains("no permission to open /dev/kvm") {
+        accel::kvm_access_fix()
     } else {
-        "none on this host (its hypervisor cannot run KVM guests); vm-test --accel auto uses TCG by itself"
+        "none on this host (its hypervisor cannot run KVM guests); vm-test --accel auto uses TCG by itself".to_string()
     };
     Verdict::warn(format!("KVM unusable here: {}; TCG will be used, boots ~5-10x slower", p.detail), fix)
 }
