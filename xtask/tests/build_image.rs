@@ -492,6 +492,64 @@ fn flake_lock_pins_nixos_25_05_and_matches_the_inputs() {
     assert_eq!(meta["locks"]["nodes"]["nixpkgs"]["locked"]["rev"], "c8aa8cc00a5cb57fada0851a038d35c08a36a2bb");
 }
 
+/// Evaluates flake.nix's `outputs` with a stub nixpkgs (nixosSystem, legacyPackages) and
+/// checks the interface: what `bootImage` is made of, `default`, apps, devShell, inputs.
+#[test]
+fn flake_outputs_evaluate_with_a_stub_nixpkgs() {
+    if !tools("flake_outputs") {
+        return;
+    }
+    let root = repo_root();
+    let expr = format!(
+        r#"let
+  flake = import {flake};
+  genAttrs = names: f: builtins.listToAttrs (map (n: {{ name = n; value = f n; }}) names);
+  pkgNames = [ "cargo" "rustc" "qemu" "OVMF" "xorriso" "syslinux" "cpio" "kmod" "python3" "nix" "git" ];
+  pkgs = genAttrs pkgNames (n: "pkg-${{n}}") // {{
+    stdenv.cc = "pkg-cc";
+    writeShellApplication = a: {{ outPath = "/nix/store/00000000000000000000000000000000-${{a.name}}"; }};
+    mkShell = a: {{ mkShell = a; }};
+  }};
+  nixpkgs = {{
+    outPath = "/stub-nixpkgs";
+    legacyPackages.x86_64-linux = pkgs;
+    lib = {{
+      inherit genAttrs;
+      nixosSystem = args: {{ config.system.build.isoImage = {{ stubIso = true; inherit (args) modules; }}; }};
+    }};
+  }};
+  self = flake.outputs {{ inherit self nixpkgs; }};
+  sys = "x86_64-linux";
+in {{
+  inputs = flake.inputs;
+  packages = builtins.attrNames self.packages.${{sys}};
+  modules = map (m: if builtins.isAttrs m then m else toString m) self.packages.${{sys}}.bootImage.modules;
+  defaultIsBootImage = self.packages.${{sys}}.default == self.packages.${{sys}}.bootImage;
+  configIsBootImage = self.nixosConfigurations.boot-image.config.system.build.isoImage == self.packages.${{sys}}.bootImage;
+  apps = builtins.mapAttrs (n: a: {{ inherit (a) type program; }}) self.apps.${{sys}};
+  devShell = self.devShells.${{sys}}.default.mkShell.packages;
+}}"#,
+        flake = root.join("flake.nix").display()
+    );
+    let o = Command::new("nix-instantiate").args(["--eval", "--strict", "--json", "-E", &expr]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["inputs"]["nixpkgs"]["url"], "github:NixOS/nixpkgs/nixos-25.05");
+    assert_eq!(v["packages"], serde_json::json!(["bootImage", "default"]));
+    assert_eq!(v["defaultIsBootImage"], true);
+    assert_eq!(v["configIsBootImage"], true);
+    assert_eq!(v["modules"][0], "/stub-nixpkgs/nixos/modules/installer/cd-dvd/installation-cd-minimal.nix");
+    assert_eq!(v["modules"][1], root.join("nix/boot-image.nix").to_str().unwrap());
+    assert_eq!(v["modules"][2]["nixpkgs"]["hostPlatform"], "x86_64-linux");
+    for app in ["default", "doctor", "build-image", "vm-test", "analyze"] {
+        assert_eq!(v["apps"][app]["type"], "app", "{app}");
+    }
+    assert!(v["apps"]["vm-test"]["program"].as_str().unwrap().ends_with("/bin/xtask-vm-test"));
+    for tool in ["pkg-cargo", "pkg-rustc", "pkg-qemu", "pkg-xorriso", "pkg-python3", "pkg-nix"] {
+        assert!(v["devShell"].as_array().unwrap().contains(&Value::from(tool)), "{tool}");
+    }
+}
+
 /// Evaluates `nix/boot-image.nix` for real (not NixOS around it: nixpkgs cannot be fetched
 /// here) with stub packages, and checks the configuration it produces.
 fn eval_boot_image_module() -> Value {
