@@ -93,7 +93,7 @@ in
   };
 
   # systemd-networkd instead of the scripted dhcpcd setup: the `.link` file names the NIC,
-  # the `.network` file runs DHCP on it. Forced because the installer profile sets its own.
+  # the `.network` file runs DHCP on it. Forced, so no default of the installer profiles wins.
   networking.useNetworkd = lib.mkForce true;
   networking.useDHCP = lib.mkForce false;
   networking.networkmanager.enable = lib.mkForce false;
