@@ -210,6 +210,7 @@ impl Record {
             "exit_code": self.finished.then(|| self.exit_code()),
             "total_seconds": (self.total_seconds() * 100.0).round() / 100.0,
             "harness_cpu_seconds": (harness_cpu_seconds() * 1000.0).round() / 1000.0,
+            "harness_peak_rss_kib": harness_peak_rss_kib(),
             "notes": self.notes,
             "serial": self.serial,
             "timeouts": self.timeouts,
@@ -240,4 +241,11 @@ pub fn harness_cpu_seconds() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// This process's peak resident set (VmHWM) in KiB; QEMU's memory is not included.
+pub fn harness_peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
