@@ -414,7 +414,11 @@ fn ledger_line(stamp: &str, meta: Option<&Value>, serial: Option<&str>, targets:
     let mut findings: Vec<String> = Vec::new();
     let from_meta = m["findings"].as_array().is_some();
     if let Some(list) = m["findings"].as_array() {
-        findings.extend(list.iter().filter_map(|f| f["id"].as_str().map(String::from)));
+        for id in list.iter().filter_map(|f| f["id"].as_str()) {
+            if !findings.iter().any(|f| f == id) {
+                findings.push(id.to_string());
+            }
+        }
     } else if let Some(a) = &analysis {
         findings.extend(a.findings.iter().map(|f| f.id.to_string()));
     }

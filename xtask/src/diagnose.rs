@@ -163,7 +163,7 @@ macro_rules! sig {
     };
 }
 
-static CATALOGUE: [Signature; 34] = [
+static CATALOGUE: [Signature; 35] = [
     sig!("qemu-start-failed", Qemu, Failure, "QEMU's stderr (`qemu-system-x86_64: ...` before any guest output) or the harness",
         "QEMU refused to start: a bad option, a missing or locked disk image (`Failed to get \"write\" lock` = another QEMU uses it), a taken host-forwarding port, or an unusable accelerator.",
         "Read qemu.stderr.log; make sure no other QEMU uses the disk or port (`ps -ef | grep qemu`), give each VM its own disk and port, and try `--accel tcg`."),
@@ -176,7 +176,7 @@ static CATALOGUE: [Signature; 34] = [
     sig!("serial-silent-after-bootloader", Bootloader, Failure, SERIAL,
         "The bootloader loaded the kernel and initrd (`Loading /boot/initrd...ok`) and then the serial line went silent: the kernel console is not on the serial port (APPEND lacks `console=ttyS0,115200`), or a NixOS kernel with `loglevel=4` and `console=tty0` last is still booting (silent for 90-270 s under TCG).",
         "Put `console=ttyS0,115200n8` LAST in `boot.kernelParams` (it becomes /dev/console); meanwhile wait longer before concluding a hang, and take a VGA screendump (`screendump` via QMP) to see tty0."),
-    sig!("console-not-last", Kernel, Warning, "the kernel command line (`Kernel command line: ... console=ttyS0 console=tty0`)",
+    sig!("console-not-last", Kernel, Failure, "the kernel command line (`Kernel command line: ... console=ttyS0 console=tty0`)",
         "`console=ttyS0` is not the last `console=` argument, so /dev/console is not the serial port: stage 1/2, systemd status and console broadcasts go to tty0 and the serial line looks hung.",
         "Order the kernel parameters `console=tty0 console=ttyS0,115200n8` (ttyS0 last)."),
     sig!("kernel-stalled", Kernel, Failure, SERIAL,
@@ -257,6 +257,9 @@ static CATALOGUE: [Signature; 34] = [
     sig!("image-missing", Qemu, Failure, HARNESS,
         "The ISO to boot does not exist or is not readable.",
         "Build it (`cargo xtask build-image` or `cargo xtask fixture`) or pass an existing `--iso` path."),
+    sig!("preflight-no-boot-config", Qemu, Warning, HARNESS,
+        "No ISOLINUX or GRUB boot entry was found in the ISO, so the kernel command line (and its serial console) could not be checked before booting.",
+        "Make sure the image boots with `console=ttyS0,115200n8` as the last `console=` parameter."),
     sig!("poweroff-failed", Poweroff, Failure, HARNESS,
         "The guest did not power off after `poweroff` (or QEMU did not exit).",
         "Power off from a root shell; check that `-no-reboot` is set and the guest supports ACPI power-off."),
