@@ -446,7 +446,7 @@ fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
 }
 
 fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
-    println!("QEMU left running (--keep), pid {}. Attach:", vm.pid);
+    println!("QEMU left running (--keep), pid {}. Attach (socat: `apt-get install socat`):", vm.pid);
     println!("  serial console: socat -,rawer,escape=0x1d UNIX-LISTEN:{}   (QEMU reconnects within 1 s; press Enter; Ctrl-] quits)", spec.serial_sock);
     println!("  QMP:            socat - UNIX-CONNECT:{}", spec.qmp_sock);
     println!("  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);

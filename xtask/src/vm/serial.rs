@@ -18,8 +18,13 @@ use std::time::{Duration, Instant};
 /// Unconsumed clean text kept for matching; beyond this the oldest half is dropped (a flood
 /// must not grow memory). Matches never need more than the recent past.
 const MAX_BUFFER: usize = 256 * 1024;
-/// How far back a new search starts before the already-searched end (a match may straddle reads).
-const OVERLAP: usize = 4096;
+/// How far back a new search starts before the already-searched end (a match may straddle
+/// reads). Every pattern we wait for is a marker, prompt or login line well under this.
+const OVERLAP: usize = 1024;
+/// QEMU hands over serial output a few bytes per `read()`. While bytes stream in (the last
+/// read was small and recent), wait this long before the next `poll()` so one read takes a
+/// whole burst: ~100× fewer syscalls and regex passes in a flood, at most this much latency.
+const COALESCE: Duration = Duration::from_millis(4);
 /// A line longer than this is cut and fed to the detector anyway (flood without newlines).
 const MAX_LINE: usize = 8192;
 /// Lines kept for verdicts ("the last lines").
@@ -112,6 +117,8 @@ pub struct Serial {
     fatal: Option<(Finding, Instant)>,
     watches: Vec<Watch>,
     pub last_rx: Instant,
+    /// The last read was small: more bytes of the same burst are probably on their way.
+    streaming: bool,
     pub bytes: u64,
     /// Clean bytes dropped from the match buffer because nothing consumed them (flood).
     pub dropped: u64,
@@ -179,6 +186,7 @@ impl Serial {
             fatal: None,
             watches: Vec::new(),
             last_rx: Instant::now(),
+            streaming: false,
             bytes: 0,
             dropped: 0,
             eof: false,
@@ -260,7 +268,11 @@ impl Serial {
         if self.eof {
             return Ok(false);
         }
+        if self.streaming && self.last_rx.elapsed() < COALESCE && timeout >= COALESCE {
+            std::thread::sleep(COALESCE);
+        }
         if !poll_fd(self.stream.as_raw_fd(), timeout)? {
+            self.streaming = false;
             self.progress.tick(&self.last_line());
             return Ok(false);
         }
@@ -276,6 +288,7 @@ impl Serial {
             self.flush_partial();
             return Ok(false);
         }
+        self.streaming = n < 1024;
         let raw = &chunk[..n];
         // Tee first: a crash or timeout right after still leaves these bytes on disk.
         self.raw_log.write_all(raw)?;
