@@ -127,8 +127,10 @@ pub fn run(args: Args) -> Result<u8> {
 }
 
 fn archive(dir: &Utf8Path) {
-    // TODO(integration): call `crate::archive_logs::archive(dir, false)` once it lands.
-    eprintln!("vm-test: --archive: `archive-logs` is not available in this tree yet; run it later on {dir}");
+    match crate::archive_logs::archive(dir, false) {
+        Ok(_) => eprintln!("vm-test: archived {dir} under docs/ (boot-logs, test-reports)"),
+        Err(e) => eprintln!("vm-test: --archive failed: {e:#}"),
+    }
 }
 
 /// Everything between the run directory and the summary. `Err` is the verdict.
