@@ -24,7 +24,7 @@ const OVERLAP: usize = 1024;
 /// QEMU hands over serial output a few bytes per `read()`. While bytes stream in (the last
 /// read was small and recent), wait this long before the next `poll()` so one read takes a
 /// whole burst: ~100× fewer syscalls and regex passes in a flood, at most this much latency.
-const COALESCE: Duration = Duration::from_millis(4);
+const COALESCE: Duration = Duration::from_millis(1);
 /// A line longer than this is cut and fed to the detector anyway (flood without newlines).
 const MAX_LINE: usize = 8192;
 /// Lines kept for verdicts ("the last lines").
@@ -199,7 +199,7 @@ impl Serial {
         self.watches.push(Watch { name, re, seen: None });
     }
 
-    /// `(line number, text)` of the first line that matched watch `name`.
+    /// `(line number, matched text)` of the first line that matched watch `name`.
     pub fn seen(&self, name: &str) -> Option<&(usize, String)> {
         self.watches.iter().find(|w| w.name == name).and_then(|w| w.seen.as_ref())
     }
@@ -352,8 +352,11 @@ impl Serial {
             self.add_finding(f);
         }
         for w in &mut self.watches {
-            if w.seen.is_none() && w.re.is_match(&line) {
-                w.seen = Some((no, line.clone()));
+            if w.seen.is_none() {
+                // Keep just the match: the line may carry a flood glued to it.
+                if let Some(m) = w.re.find(&line) {
+                    w.seen = Some((no, m.as_str().to_string()));
+                }
             }
         }
         if self.tail.len() == TAIL_LINES {
