@@ -112,8 +112,33 @@ fn each_log_gives_its_phase_and_findings() {
     assert_eq!(checked, CASES.len());
 }
 
-/// Logs recorded from the fixture: `fixture-<variant>.log` → expected phase and ids.
-const RECORDED: &[(&str, &str, &[&str], i32)] = &[];
+/// Logs recorded from the fixture (`cargo xtask fixture [--fault NAME]`, booted with
+/// `qemu-system-x86_64 -accel tcg -nodefaults -m 1024 -no-reboot -cdrom ISO -drive
+/// file=blank.img,if=virtio,format=raw -netdev user -device virtio-net-pci -device virtio-rng-pci`
+/// and the serial port on a socket; commands typed where noted): file → expected furthest
+/// phase, ids that must be found, and the exit code.
+const RECORDED: &[(&str, &str, &[&str], i32)] = &[
+    // sudo -i, id -u, poweroff.
+    ("fixture-healthy.log", "poweroff", &["autologin-not-root", "powered-off-cleanly"], 0),
+    // APPEND without console=ttyS0: ISOLINUX, `Loading /boot/initrd...ok`, then nothing for 30 s.
+    ("fixture-no-serial-console.log", "bootloader", &["serial-silent-after-bootloader"], 1),
+    // `console=ttyS0,115200 console=tty0`: kernel lines, then the login on ttyS0.
+    ("fixture-console-not-last.log", "shell", &["console-not-last"], 1),
+    // No autologin: a bare `nixos login:` prompt (a console broadcast lands after it).
+    ("fixture-login-prompt.log", "login", &["login-prompt"], 1),
+    // sudo -i asks `[sudo] password for nixos:`; an empty answer is refused.
+    ("fixture-sudo-password.log", "shell", &["autologin-not-root", "escalation-failed"], 1),
+    ("fixture-storage-error.log", "shell", &["storage-detection-error"], 1),
+    // No /init in the initramfs.
+    ("fixture-kernel-panic.log", "kernel", &["kernel-panic"], 1),
+    // The shell answers once, then hangs: only the harness can tell (guest-unresponsive).
+    ("fixture-hang-after-login.log", "shell", &["autologin-not-root"], 0),
+    // Broadcasts, kernel messages and LAN lines interleave with sudo -i, id -u and poweroff.
+    ("fixture-broadcast.log", "poweroff", &["autologin-not-root", "powered-off-cleanly"], 0),
+    // ~16 MiB of flood (invalid UTF-8, stray escapes) before the login, trimmed to its head
+    // and tail (~100 KB each) for the repository.
+    ("fixture-flood.log", "shell", &["autologin-not-root"], 0),
+];
 
 #[test]
 fn recorded_fixture_logs() {
