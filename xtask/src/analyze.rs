@@ -82,10 +82,20 @@ fn resolve(file: &Utf8Path) -> Result<Utf8PathBuf> {
 }
 
 pub fn run(args: Args) -> Result<u8> {
-    let path = resolve(&args.file)?;
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let mut path = resolve(&args.file)?;
+    let mut bytes = std::fs::read(&path).map_err(|e| {
         exit::infra(format!("cannot read {path}: {e}; pass the path of a serial log (e.g. target/vm-runs/<UTC>/serial.log)"))
     })?;
+    // A run whose guest never printed anything: QEMU's own stderr says why.
+    let stderr_log = args.file.join("qemu.stderr.log");
+    if args.file.is_dir() && bytes.iter().all(u8::is_ascii_whitespace) {
+        if let Ok(stderr) = std::fs::read(&stderr_log) {
+            if !stderr.iter().all(u8::is_ascii_whitespace) {
+                eprintln!("analyze: {path} is empty; reading {stderr_log} instead");
+                (path, bytes) = (stderr_log, stderr);
+            }
+        }
+    }
     let analysis = analyze_bytes(&bytes);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json(&path, &analysis))?);

@@ -289,7 +289,7 @@ const RULES: &[(&str, &str)] = &[
     ("oom-killer", r"Out of memory: Kill(ed)? process"),
     ("emergency-mode", r"You are in emergency mode|Entering emergency mode|An error occurred in stage 1 of the boot process|Give root password for maintenance|Cannot open access to console, the root account is locked"),
     ("unit-failed", r"^\[ *FAILED *\] Failed to start"),
-    ("unit-not-found", r"Unit [^ 	]+ not found|Unit [^ 	]+ could not be found"),
+    ("unit-not-found", r"Unit [^ \t]+ not found|Unit [^ \t]+ could not be found"),
     ("unit-stuck-job", r"A (start|stop) job is running for .*\(([0-9]+)min [0-9]+s / [^)]*\)"),
     ("unit-stuck-status", r"Active: (activating|deactivating) \(.*; ([0-9]+)min"),
     ("nix-download-failed", r"unable to download 'https?://"),
@@ -304,14 +304,14 @@ const RULES: &[(&str, &str)] = &[
     ("no-disk", r"^pre-nixos: no-disk:"),
     ("lan-ipv4-unavailable", r"LAN IPv4 address unavailable"),
     ("powered-off-cleanly", r"reboot: Power down|System halted"),
-    ("console-cmdline", r"Kernel command line: |^\[[ 	]*[0-9]+\.[0-9]+\] Command line: "),
+    ("console-cmdline", r"Kernel command line: |^\[[ \t]*[0-9]+\.[0-9]+\] Command line: "),
 ];
 
 /// Phase markers: (phase, pattern), in phase order.
 const PHASE_MARKERS: &[(Phase, &str)] = &[
-    (Phase::Bootloader, r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^Booting from |Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE"),
-    (Phase::Kernel, r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^\[[ 	]*[0-9]+\.[0-9]+\] "),
-    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ 	]+ as init process|Welcome to NixOS|^Welcome to .*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: "),
+    (Phase::Bootloader, r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^BdsDxe: |^Booting from |^Booting `|Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE"),
+    (Phase::Kernel, r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^EFI stub: |^\[[ \t]*[0-9]+\.[0-9]+\] "),
+    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: "),
     (Phase::Login, r"^[A-Za-z0-9][[A-Za-z0-9_].-]* login: |^[A-Za-z0-9][[A-Za-z0-9_].-]* login:$|\(automatic login\)"),
     (Phase::Poweroff, r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5"),
 ];
@@ -451,7 +451,7 @@ impl Detector {
             } else {
                 let phase = PHASE_MARKERS[i].0;
                 self.advance(phase, line_no);
-                if phase == Phase::Bootloader && (body.starts_with("Loading ") || body.starts_with("Booting ")) {
+                if phase == Phase::Bootloader && (body.starts_with("Loading /") || body.starts_with("Booting `")) {
                     self.bootloader_loaded = true;
                 }
                 if phase == Phase::Login {
@@ -607,7 +607,7 @@ fn may_be_prompt(line: &str) -> bool {
 /// Whether the last `console=` argument on a kernel command line is a serial port.
 /// No `console=` at all counts as fine (the output we read reached the serial line anyway).
 fn console_last_is_serial(cmdline: &str) -> bool {
-    let last = cmdline.split_whitespace().filter_map(|a| a.strip_prefix("console=")).last();
+    let last = cmdline.split_whitespace().rev().find_map(|a| a.strip_prefix("console="));
     last.is_none_or(|c| c.starts_with("ttyS") || c.starts_with("hvc") || c.starts_with("ttyAMA"))
 }
 
@@ -691,6 +691,16 @@ nixos login: nixos (automatic login)
         assert_eq!(ids(&d), ["serial-silent-after-bootloader"]);
         assert_eq!(d.findings()[0].line, 3);
         assert_eq!(d.findings()[0].text, "Loading /boot/initrd...ok");
+    }
+
+    #[test]
+    fn grub_and_efi_boots() {
+        let d = run("BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM QM00003 \" from PciRoot(0x0)\n\
+                     GNU GRUB  version 2.12\nBooting `NixOS 25.05 Installer'\n");
+        assert_eq!(d.phase(), Phase::Bootloader);
+        assert_eq!(ids(&d), ["serial-silent-after-bootloader"]);
+        let d = run("GNU GRUB  version 2.12\nEFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path\n");
+        assert_eq!(d.phase(), Phase::Kernel);
     }
 
     #[test]
@@ -834,7 +844,7 @@ nixos login: nixos (automatic login)
                 10 + n / 1000,
                 n % 1000
             ));
-            if n % 7 == 0 {
+            if n.is_multiple_of(7) {
                 log.push_str("[  *** ] A start job is running for Pre-NixOS setup (0min 5s / no limit)\n");
             }
         }

@@ -198,7 +198,7 @@ fn regex_lite_strip(s: &str) -> String {
         match c {
             '\x1b' => match chars.next() {
                 Some('[') => {
-                    while let Some(c) = chars.next() {
+                    for c in chars.by_ref() {
                         if ('@'..='~').contains(&c) {
                             break;
                         }
@@ -252,4 +252,19 @@ fn a_generated_flood_is_read_in_one_pass() {
     eprintln!("analyze: {:.1} MB in {:.2} s", log.len() as f64 / 1e6, start.elapsed().as_secs_f64());
     assert_eq!(json["phase"], "shell");
     assert_eq!(code, 0, "{json}");
+}
+
+#[test]
+fn a_run_that_never_booted_is_read_from_qemu_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("serial.log"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("qemu.stderr.log"),
+        b"qemu-system-x86_64: -drive file=d.img,if=virtio,format=raw: Failed to get \"write\" lock\nIs another process using the image [d.img]?\n",
+    )
+    .unwrap();
+    let (code, json) = analyze_json(dir.path());
+    assert_eq!(json["phase"], "qemu");
+    assert_eq!(json["findings"][0]["id"], "qemu-start-failed", "{json}");
+    assert_eq!(code, 1);
 }
