@@ -12,6 +12,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
 
 #[derive(clap::Args)]
+#[command(after_help = "Exit codes: 0 no failure found, 1 a failure signature was found, 3 the file cannot be read.\n\
+Finding ids, causes and fixes: docs/analyze.md.")]
 pub struct Args {
     /// Serial log to read (raw or clean), or a vm-test run directory (reads its serial.log)
     pub file: Utf8PathBuf,

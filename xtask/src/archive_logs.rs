@@ -23,6 +23,10 @@ use serde_json::{json, Value};
 use std::sync::LazyLock;
 
 #[derive(clap::Args)]
+#[command(after_help = "Writes docs/boot-logs/<UTC>-serial.log (escapes removed), docs/test-reports/<UTC>-boot-image-vm-test.{log,md},\n\
+appends docs/test-reports/ledger.jsonl and regenerates docs/test-reports/README.md. Idempotent; refuses to overwrite a\n\
+different file; logs over 1 MiB keep head and tail; private keys and token-looking lines are redacted.\n\
+Exit codes: 0 archived or already archived, 2 usage, 3 refused or unreadable run.")]
 pub struct Args {
     /// Run directory to archive (target/vm-runs/<UTC>); without it, the newest run
     #[arg(conflicts_with = "latest")]
