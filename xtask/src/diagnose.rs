@@ -326,10 +326,12 @@ static RULE_RES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     RULES.iter().map(|(_, p)| Regex::new(p).expect("rule pattern compiles")).collect()
 });
 /// A shell prompt at the start of a line: NixOS `[user@host:dir]$`, Debian `user@host:dir$`,
-/// or busybox `~ #`. Group `u` = user, `s` = `$`/`#`, the rest of the line follows.
+/// busybox `~ #`, bash's default `-bash-5.2#` (what `sudo -i` shows once PS1 was reset), or a
+/// bare `$` (a harness's boring PS1; a bare `#` is too common in output to count).
+/// Groups `u1`/`u2` = user, `s` = `$`/`#`; the rest of the line follows.
 static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^(?:\[(?P<u1>[\w.-]+)@[\w.-]+:[^\]\s]*\]|(?P<u2>[\w.-]+)@[\w.-]+:[^\s$#]*|[~/][^\s$#]*) ?(?P<s>[$#])(?: |$)",
+        r"^(?:(?:\[(?P<u1>[\w.-]+)@[\w.-]+:[^\]\s]*\]|(?P<u2>[\w.-]+)@[\w.-]+:[^\s$#]*|[~/][^\s$#]*|-?(?:ba)?sh-[0-9.]+) ?(?P<s>[$#])|\$)(?: |$)",
     )
     .expect("prompt pattern compiles")
 });
@@ -429,15 +431,22 @@ impl Detector {
         // Shell prompts: the phase comes from the prompt; the rest of the line is an echoed
         // command (not matched) unless it is a console broadcast landing after the prompt.
         let mut body = line;
-        let prompt = if may_be_prompt(line) { PROMPT.captures(line) } else { None };
-        if let Some(c) = prompt {
+        // Several prompts can share a line (`$ -bash-5.2# $ ` when commands run without echo).
+        // After a bare `$` (vm-test's boring shell, echo off) the rest is output, not an echo.
+        let mut echoed = false;
+        while may_be_prompt(body) {
+            let Some(c) = PROMPT.captures(body) else { break };
             let user = c.name("u1").or(c.name("u2")).map(|m| m.as_str());
-            let root = user.map_or(c["s"].eq("#"), |u| u == "root");
+            let root = match c.name("s") {
+                Some(sig) => user.map_or(sig.as_str() == "#", |u| u == "root"),
+                None => false,
+            };
             self.advance(if root { Phase::Root } else { Phase::Shell }, line_no);
-            body = &line[c.get(0).unwrap().end()..];
-            if !BROADCAST.is_match(body) {
-                return new;
-            }
+            body = &body[c.get(0).unwrap().end()..];
+            echoed = c.name("s").is_some();
+        }
+        if echoed && !BROADCAST.is_match(body) {
+            return new;
         }
 
         let hits = LINE_SET.matches(body);
@@ -685,6 +694,14 @@ nixos login: nixos (automatic login)
     }
 
     #[test]
+    fn output_after_a_bare_prompt_is_matched() {
+        // vm-test's shell: PS1='$ ', echo off, so output follows the prompt on its line.
+        let d = run("[nixos@nixos:~]$ stty -echo; PS1='$ '\n$ q1|  WARNING: Running as a non-root user.\n");
+        assert_eq!(ids(&d), ["not-root"]);
+        assert_eq!(d.phase(), Phase::Shell);
+    }
+
+    #[test]
     fn silent_after_initrd_is_named() {
         let d = run("ISOLINUX 6.04 20200816\nLoading /boot/bzImage... ok\nLoading /boot/initrd...ok\n");
         assert_eq!(d.phase(), Phase::Bootloader);
@@ -797,6 +814,10 @@ nixos login: nixos (automatic login)
         assert_eq!(run("~ # ").phase(), Phase::Root);
         assert_eq!(run("user@host:~$ ").phase(), Phase::Shell);
         assert_eq!(run("root@host:/tmp# ls").phase(), Phase::Root);
+        assert_eq!(run("[nixos@nixos:~]$ \n$ -bash-5.2# $ q1|0").phase(), Phase::Root);
+        assert_eq!(run("-bash-5.2$ ").phase(), Phase::Shell);
+        // A bare `# ` is too common in command output (comments) to count as a prompt.
+        assert_eq!(run("# comment").phase(), Phase::Qemu);
     }
 
     #[test]

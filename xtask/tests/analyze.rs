@@ -138,6 +138,9 @@ const RECORDED: &[(&str, &str, &[&str], i32)] = &[
     // ~16 MiB of flood (invalid UTF-8, stray escapes) before the login, trimmed to its head
     // and tail (~100 KB each) for the repository.
     ("fixture-flood.log", "shell", &["autologin-not-root"], 0),
+    // A passing `cargo xtask vm-test` run's serial.log: its boring shell (`PS1='$ '`, echo
+    // off, `-bash-5.2#` after `sudo -i`) and framed command output.
+    ("vmtest-healthy.log", "poweroff", &["autologin-not-root", "powered-off-cleanly"], 0),
 ];
 
 #[test]
@@ -151,6 +154,13 @@ fn recorded_fixture_logs() {
         }
         assert_eq!(code, *exit, "{file}: exit code");
     }
+}
+
+#[test]
+fn vm_test_logs_show_the_root_phase() {
+    let (_, json) = analyze_json(&data("vmtest-healthy.log"));
+    let phases: Vec<&str> = json["timeline"].as_array().unwrap().iter().map(|t| t["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["bootloader", "kernel", "init", "login", "shell", "root", "poweroff"]);
 }
 
 #[test]
