@@ -20,6 +20,7 @@
 #   PRE_NIXOS_CONSOLE     where the summary line goes, default /dev/console
 #   PRE_NIXOS_SYS_BLOCK   sysfs block directory, default /sys/block
 #   PRE_NIXOS_DEV         device directory, default /dev
+#   PRE_NIXOS_MOUNTS      mount table, default /proc/mounts
 #   PRE_NIXOS_FAULT       `detection-error` simulates a failing storage probe
 #   PRE_NIXOS_SWAP_MIB    size of the swap volume, default 256
 set -u
@@ -28,6 +29,7 @@ state_dir=${PRE_NIXOS_STATE_DIR:-/run/pre-nixos}
 console=${PRE_NIXOS_CONSOLE:-/dev/console}
 sys_block=${PRE_NIXOS_SYS_BLOCK:-/sys/block}
 dev_dir=${PRE_NIXOS_DEV:-/dev}
+mounts=${PRE_NIXOS_MOUNTS:-/proc/mounts}
 swap_mib=${PRE_NIXOS_SWAP_MIB:-256}
 vg=main
 
@@ -65,7 +67,7 @@ mounted_disks() {
         [ -e "$part" ] && basename "$(dirname "$part")"
       done
     fi
-  done </proc/mounts
+  done <"$mounts"
 }
 
 # Candidate disks, one kernel name per line: real, writable, fixed, non-empty, not in use.
