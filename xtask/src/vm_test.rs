@@ -76,6 +76,36 @@ pub struct Args {
     pub network_timeout: u64,
 }
 
+/// Every deadline and stall window of a run, derived from the flags in one place.
+struct Timeouts {
+    boot: boot::Timeouts,
+    login: login::Timeouts,
+    checks: checks::Timeouts,
+}
+
+impl From<&Args> for Timeouts {
+    fn from(args: &Args) -> Timeouts {
+        let secs = Duration::from_secs;
+        Timeouts {
+            boot: boot::Timeouts {
+                boot: secs(args.boot_timeout),
+                stall: secs(args.stall),
+                init_stall: secs(args.stall.max(120)),
+            },
+            login: login::Timeouts { step: secs(30), command: secs(args.command_timeout) },
+            checks: checks::Timeouts {
+                command: secs(args.command_timeout),
+                storage: secs(args.storage_timeout),
+                network: secs(args.network_timeout),
+                unit: secs(args.storage_timeout),
+                // Last check: pre-nixos announces the address as soon as `lan` has one, which
+                // the checks before have already waited for.
+                serial_line: secs(args.network_timeout.min(60)),
+            },
+        }
+    }
+}
+
 /// Where the ISO came from.
 struct Chosen {
     iso: Utf8PathBuf,
@@ -102,9 +132,12 @@ pub fn run(args: Args) -> Result<u8> {
     };
     let fancy = ui::fancy_stderr();
     let mut rec = Record::new(dir.clone(), started_at, start);
+    let t = Timeouts::from(&args);
     rec.timeouts = serde_json::json!({
-        "boot": args.boot_timeout, "stall": args.stall, "init_stall": args.stall.max(120),
-        "command": args.command_timeout, "storage": args.storage_timeout, "network": args.network_timeout,
+        "boot": t.boot.boot.as_secs(), "stall": t.boot.stall.as_secs(), "init_stall": t.boot.init_stall.as_secs(),
+        "login_step": t.login.step.as_secs(), "command": t.checks.command.as_secs(),
+        "storage": t.checks.storage.as_secs(), "unit": t.checks.unit.as_secs(),
+        "network": t.checks.network.as_secs(), "serial_line": t.checks.serial_line.as_secs(),
     });
     eprintln!("vm-test: run directory {dir}");
     let _ = rec.write();
@@ -306,43 +339,25 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
     guest.transcript.log(&format!("QMP query-status: {status}"));
     drop(qmp);
 
-    let boot_t = boot::Timeouts {
-        boot: Duration::from_secs(args.boot_timeout),
-        stall: Duration::from_secs(args.stall),
-        init_stall: Duration::from_secs(args.stall.max(120)),
-    };
-    let greeting = boot::follow(guest, rec, &boot_t, vm.started)?;
-    let login_t = login::Timeouts { step: Duration::from_secs(30), command: Duration::from_secs(args.command_timeout) };
-    let user = login::login(guest, greeting, args.login.as_ref(), &login_t)?;
+    let t = Timeouts::from(args);
+    let greeting = boot::follow(guest, rec, &t.boot, vm.started)?;
+    let user = login::login(guest, greeting, args.login.as_ref(), &t.login)?;
     rec.note(&format!("logged in as {user}"));
 
-    rec.begin(Phase::Shell);
-    guest.serial.progress.phase("shell");
-    let uid = login::settle_shell(guest, &login_t)?;
+    guest.enter(rec, Phase::Shell);
+    let uid = login::settle_shell(guest, &t.login)?;
 
-    rec.begin(Phase::Root);
-    guest.serial.progress.phase("root");
-    login::escalate(guest, uid, args.login.as_ref(), &login_t, rec)?;
+    guest.enter(rec, Phase::Root);
+    login::escalate(guest, uid, args.login.as_ref(), &t.login, rec)?;
 
-    rec.begin(Phase::Checks);
-    guest.serial.progress.phase("checks");
-    let checks_t = checks::Timeouts {
-        command: Duration::from_secs(args.command_timeout),
-        storage: Duration::from_secs(args.storage_timeout),
-        network: Duration::from_secs(args.network_timeout),
-        unit: Duration::from_secs(args.storage_timeout),
-        // Last check: pre-nixos announces the address as soon as `lan` has one, which the
-        // checks before have already waited for.
-        serial_line: Duration::from_secs(args.network_timeout.min(60)),
-    };
-    checks::run_all(guest, rec, &checks_t)?;
+    guest.enter(rec, Phase::Checks);
+    checks::run_all(guest, rec, &t.checks)?;
     let failed_check = rec.checks.iter().find(|c| c.status == "fail").map(|c| (c.name.clone(), c.finding.clone(), c.detail.clone()));
 
     if args.keep {
         rec.end_current();
     } else {
-        rec.begin(Phase::Poweroff);
-        guest.serial.progress.phase("poweroff");
+        guest.enter(rec, Phase::Poweroff);
         power_off(guest, vm, rec)?;
     }
     match failed_check {

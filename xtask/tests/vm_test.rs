@@ -70,6 +70,12 @@ fn assert_record_complete(run: &Run) {
     assert_eq!(Some(raw), run.meta["serial"]["bytes"].as_u64());
 }
 
+/// Time from the last serial byte (serial.log's mtime) to the final record (junit.xml's).
+fn verdict_after_last_byte(run: &Run) -> Duration {
+    let mtime = |f: &str| std::fs::metadata(run.dir.join(f)).unwrap().modified().unwrap();
+    mtime("junit.xml").duration_since(mtime("serial.log")).unwrap_or_default()
+}
+
 fn pid_alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at its state instead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -127,10 +133,7 @@ fn no_serial_console_at_runtime_within_a_minute_of_the_last_byte() {
     let run = vm_test(&["--image", "fixture:no-serial-console", "--accel", "tcg", "--skip-preflight"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(finding(&run), "serial-silent-after-bootloader", "{}", run.stdout);
-    // The verdict came ≤ 60 s after the last serial byte.
-    let last_byte = std::fs::metadata(run.dir.join("serial.log")).unwrap().modified().unwrap();
-    let verdict_at = std::fs::metadata(run.dir.join("junit.xml")).unwrap().modified().unwrap();
-    let gap = verdict_at.duration_since(last_byte).unwrap_or_default();
+    let gap = verdict_after_last_byte(&run);
     assert!(gap <= Duration::from_secs(60), "verdict {gap:?} after the last byte");
     assert_record_complete(&run);
 }
@@ -141,7 +144,10 @@ fn kernel_panic_fails_at_once() {
     let run = vm_test(&["--image", "fixture:kernel-panic", "--accel", "tcg"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(finding(&run), "kernel-panic");
-    assert!(run.seconds < 60.0, "a panic must not wait for a timeout ({:.0} s)", run.seconds);
+    // The guest sits in the panic forever; the verdict must follow the panic, not a timeout
+    // (the bootloader's own time varies a lot with machine load, so measure from the last byte).
+    let gap = verdict_after_last_byte(&run);
+    assert!(gap <= Duration::from_secs(10), "verdict {gap:?} after the panic");
     assert_record_complete(&run);
 }
 

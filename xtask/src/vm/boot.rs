@@ -41,8 +41,7 @@ pub struct Timeouts {
 
 pub fn follow(guest: &mut Guest, rec: &mut Record, t: &Timeouts, qemu_started: Instant) -> Result<Greeting, Failure> {
     let deadline = qemu_started + t.boot;
-    rec.begin(Phase::Bootloader);
-    guest.serial.progress.phase("bootloader");
+    guest.enter(rec, Phase::Bootloader);
     loop {
         let phase = rec.current();
         let markers: Vec<(Phase, &Regex)> = [(Phase::Kernel, &*KERNEL), (Phase::Init, &*INIT), (Phase::Login, &*AUTOLOGIN), (Phase::Login, &*LOGIN_PROMPT)]
@@ -57,9 +56,8 @@ pub fn follow(guest: &mut Guest, rec: &mut Record, t: &Timeouts, qemu_started: I
             .map_err(|stop| Failure::from_stop(phase, stop, &mut guest.serial, &format!("waiting for the end of the {phase} phase")))?;
         let (next, re) = markers[hit.index];
         if next > phase {
-            guest.transcript.log(&format!("phase {next} (saw {:?})", hit.group(0).trim()));
-            rec.begin(next);
-            guest.serial.progress.phase(next.name());
+            guest.transcript.log(&format!("saw {:?}", hit.group(0).trim()));
+            guest.enter(rec, next);
         }
         if std::ptr::eq(re, &*AUTOLOGIN) {
             return Ok(Greeting::Autologin { user: hit.group(2).to_string() });

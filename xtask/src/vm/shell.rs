@@ -54,6 +54,13 @@ impl Guest {
         Guest { serial, transcript, counter: 0, tag }
     }
 
+    /// Starts `phase` in the record, on the progress line and in the transcript.
+    pub fn enter(&mut self, rec: &mut crate::vm::record::Record, phase: crate::diagnose::Phase) {
+        rec.begin(phase);
+        self.serial.progress.phase(phase.name());
+        self.transcript.log(&format!("phase {phase}"));
+    }
+
     fn nonce(&mut self) -> String {
         self.counter += 1;
         format!("q{}x{}", self.tag, self.counter)
