@@ -18,6 +18,8 @@ static INIT: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// agetty's autologin line: `nixos login: nixos (automatic login)`.
 pub static AUTOLOGIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(\S+) login: (\S+) \(automatic login\)").unwrap());
+/// The second half of the autologin line when it arrives after `login: `.
+static AUTOLOGIN_REST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*(\S+) \(automatic login\)").unwrap());
 /// A login prompt waiting for input: `login: ` at the very end of what arrived.
 pub static LOGIN_PROMPT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)(?:^|\s)(\S*) ?login: *\z").unwrap());
 
@@ -64,8 +66,7 @@ pub fn follow(guest: &mut Guest, rec: &mut Record, t: &Timeouts, qemu_started: I
         }
         if std::ptr::eq(re, &*LOGIN_PROMPT) {
             // `nixos login: ` may be the first half of the autologin line, still on its way.
-            let soon = Regex::new(r"^\s*(\S+) \(automatic login\)").unwrap();
-            return match guest.serial.expect(&[&soon], Wait::new(Duration::from_millis(1500), None)) {
+            return match guest.serial.expect(&[&*AUTOLOGIN_REST], Wait::new(Duration::from_millis(1500), None)) {
                 Ok(h) => Ok(Greeting::Autologin { user: h.group(1).to_string() }),
                 Err(crate::vm::serial::Stop::Deadline) => Ok(Greeting::Prompt),
                 Err(stop) => Err(Failure::from_stop(Phase::Login, stop, &mut guest.serial, "at the login prompt")),

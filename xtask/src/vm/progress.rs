@@ -59,21 +59,16 @@ impl Progress {
     pub fn tick(&mut self, last_line: &str) {
         let now = Instant::now();
         match &self.bar {
-            Some(bar) => {
-                if now - self.last_draw >= REDRAW {
-                    self.last_draw = now;
-                    let line: String = last_line.chars().take(160).collect();
-                    bar.set_message(line);
-                }
+            Some(bar) if now - self.last_draw >= REDRAW => {
+                self.last_draw = now;
+                bar.set_message(last_line.chars().take(160).collect::<String>());
             }
-            None if !self.quiet => {
-                if now - self.last_plain >= HEARTBEAT {
-                    self.last_plain = now;
-                    let line: String = last_line.chars().take(120).collect();
-                    eprintln!("[{}] {} … last serial line: {line}", self.stamp(), self.phase);
-                }
+            None if !self.quiet && now - self.last_plain >= HEARTBEAT => {
+                self.last_plain = now;
+                let line: String = last_line.chars().take(120).collect();
+                eprintln!("[{}] {} … last serial line: {line}", self.stamp(), self.phase);
             }
-            None => {}
+            _ => {}
         }
     }
 
