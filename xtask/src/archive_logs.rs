@@ -217,15 +217,14 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     let serial_clean = serial_bytes.as_deref().map(clean::clean_all);
     let line = ledger_line(&stamp, metadata.as_ref(), serial_clean.as_deref(), &targets, docs, redactions.total());
     let mut entries = parse_ledger(&existing, &ledger_path, &mut notes);
+    // A run already in the ledger keeps its line: the ledger is append-only history (a
+    // newer detector may read the same log differently; the archived copies were compared above).
     match entries.iter().find(|e| e["run"] == line["run"]) {
-        Some(old) if *old == line => {
+        Some(old) => {
+            if *old != line {
+                notes.push(format!("{ledger_path} already has run {stamp}; its line is kept as first written"));
+            }
             targets.push(Target { path: ledger_path.clone(), action: Action::Unchanged, bytes: existing.len(), contents: Vec::new() });
-        }
-        Some(_) => {
-            return Err(exit::infra(format!(
-                "refusing to change {ledger_path}: it already has a different line for run {stamp} \
-                 (the run changed since it was archived). Nothing was written."
-            )))
         }
         None => {
             let mut text = existing.clone();

@@ -250,3 +250,20 @@ fn a_missing_run_dir_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a directory") && err.contains("--latest"), "{err}");
 }
+
+#[test]
+fn the_ledger_keeps_the_first_line_of_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    assert!(archive(&run, &docs, &[]).status.success());
+    let ledger = docs.join("test-reports/ledger.jsonl");
+    // Someone edits the ledger line (or a newer tool would compute it differently).
+    let edited = fs::read_to_string(&ledger).unwrap().replace("\"redactions\":2", "\"redactions\":9");
+    fs::write(&ledger, &edited).unwrap();
+    let out = archive(&run, &docs, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("its line is kept as first written"), "{stdout}");
+    assert_eq!(fs::read_to_string(&ledger).unwrap(), edited);
+}
