@@ -290,8 +290,8 @@ const RULES: &[(&str, &str)] = &[
     ("emergency-mode", r"You are in emergency mode|Entering emergency mode|An error occurred in stage 1 of the boot process|Give root password for maintenance|Cannot open access to console, the root account is locked"),
     ("unit-failed", r"^\[ *FAILED *\] Failed to start"),
     ("unit-not-found", r"Unit [^ \t]+ not found|Unit [^ \t]+ could not be found"),
-    ("unit-stuck-job", r"A (start|stop) job is running for .*\(([0-9]+)min [0-9]+s / [^)]*\)"),
-    ("unit-stuck-status", r"Active: (activating|deactivating) \(.*; ([0-9]+)min"),
+    ("unit-stuck-job", r"A (?:start|stop) job is running for .*\((?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min(?: [0-9]+s)? / [^)]*\)"),
+    ("unit-stuck-status", r"Active: (?:activating|deactivating) \(.*; (?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min"),
     ("nix-download-failed", r"unable to download 'https?://"),
     ("floppy-io-error", r"I/O error, dev fd[0-9]"),
     ("command-not-found", r"^-?(ba)?sh: [^:]+: (command )?not found"),
@@ -500,7 +500,10 @@ impl Detector {
                     }
                 }
                 "unit-stuck-job" | "unit-stuck-status" => {
-                    let minutes = RULE_RES[i].captures(body).and_then(|c| c[2].parse::<u32>().ok());
+                    let minutes = RULE_RES[i].captures(body).map(|c| {
+                        let num = |g: &str| c.name(g).and_then(|m| m.as_str().parse::<u32>().ok()).unwrap_or(0);
+                        num("h") * 60 + num("m")
+                    });
                     if minutes.is_none_or(|m| m < STUCK_MINUTES) {
                         continue;
                     }
@@ -752,6 +755,8 @@ nixos login: nixos (automatic login)
             ("Failed to restart systemd-networkd.service: Unit systemd-networkd.service not found.", "unit-not-found"),
             ("[  *** ] A start job is running for Pre-NixOS setup (3min 2s / no limit)", "unit-stuck"),
             ("     Active: activating (start) since Sat 2025-10-11 10:00:00 UTC; 8min ago", "unit-stuck"),
+            ("     Active: activating (start) since Sat 2025-10-11 10:00:00 UTC; 1h 0min ago", "unit-stuck"),
+            ("[ ***  ] A stop job is running for Session 1 of user nixos (1h 2min / no limit)", "unit-stuck"),
             ("[sudo] password for nixos: ", "escalation-failed"),
             ("nixos is not in the sudoers file.  This incident will be reported.", "escalation-failed"),
             ("su: Authentication failure", "escalation-failed"),
