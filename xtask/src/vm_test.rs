@@ -281,7 +281,16 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         let _ = std::fs::remove_file(&spec.qmp_sock);
     }
     rec.qemu.stderr_tail = tail_of_file(&stderr_log, 20);
+    let kvm = rec.qemu.accel == "kvm";
     result.map_err(|mut f| {
+        // A KVM that runs firmware but never a kernel (nested/paravirtual hosts) looks exactly
+        // like a silent boot; the doctor's probe tells them apart.
+        if kvm && f.outcome == Outcome::Fail && f.phase <= Phase::Kernel {
+            f.detail.push_str(
+                "; QEMU ran with KVM, and a KVM that cannot run a kernel fails exactly like this: \
+                 check with `cargo xtask doctor`, or rerun with `--accel tcg`",
+            );
+        }
         if f.finding == "qemu-exited" || f.finding == "qemu-start-failed" {
             if let Some(t) = &rec.qemu.stderr_tail {
                 f.detail = format!("{}; QEMU stderr: {}", f.detail, t.trim());
