@@ -171,7 +171,11 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     let infra = |finding: &str, e: anyhow::Error| Failure::infra(Phase::Qemu, finding, format!("{e:#}"));
 
     // The image.
-    let chosen = choose_image(args, progress).map_err(|e| infra("image-missing", e))?;
+    let chosen = choose_image(args, progress).map_err(|e| {
+        // Ctrl-C during a build also stops the builder (same process group): that is the
+        // interruption, not a broken image.
+        if crate::vm::interrupted() { Failure::interrupted(Phase::Qemu) } else { infra("image-missing", e) }
+    })?;
     let size = fs_err::metadata(&chosen.iso).map(|m| m.len()).unwrap_or(0);
     rec.image = crate::vm::record::Image {
         path: chosen.iso.to_string(),
