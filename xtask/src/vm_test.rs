@@ -296,6 +296,9 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
             );
         }
         if f.finding == "qemu-exited" || f.finding == "qemu-start-failed" {
+            if let Some(status) = &rec.qemu.exit_status {
+                f.detail = format!("{} (QEMU {status})", f.detail);
+            }
             if let Some(t) = &rec.qemu.stderr_tail {
                 f.detail = format!("{}; QEMU stderr: {}", f.detail, t.trim());
             }
