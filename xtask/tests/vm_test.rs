@@ -265,3 +265,30 @@ fn wait_for_qemu_pid(dir: &Path, timeout: Duration) -> Option<i32> {
     }
     None
 }
+
+/// QEMU dying under the harness is named at once, with its exit status, and fully recorded.
+#[test]
+fn qemu_crash_is_named_and_recorded() {
+    let Some(_vm) = tools("qemu_crash_is_named_and_recorded") else { return };
+    let dir = tempfile::Builder::new().prefix("vmt-crash-").tempdir_in(common::repo_root().join("target")).unwrap().keep();
+    let mut child = common::xtask()
+        .args(["vm-test", "--image", "fixture", "--accel", "tcg", "--run-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let qemu_pid = wait_for_qemu_pid(&dir, Duration::from_secs(120)).expect("QEMU started");
+    std::thread::sleep(Duration::from_secs(3));
+    unsafe { libc::kill(qemu_pid, libc::SIGKILL) };
+    let killed = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(killed.elapsed() < Duration::from_secs(10), "the harness noticed within {:?}", killed.elapsed());
+    assert_eq!(status.code(), Some(1));
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(meta["verdict"]["finding"], "qemu-exited", "{meta}");
+    assert!(meta["verdict"]["detail"].as_str().unwrap_or("").contains("SIGKILL"), "{meta}");
+    for f in ["report.md", "junit.xml", "serial.log", "transcript.log"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+}
