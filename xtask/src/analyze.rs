@@ -99,12 +99,22 @@ pub fn run(args: Args) -> Result<u8> {
         }
     }
     let analysis = analyze_bytes(&bytes);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&json(&path, &analysis))?);
+    let out = if args.json {
+        serde_json::to_string_pretty(&json(&path, &analysis))? + "\n"
     } else {
-        print_text(&path, &analysis);
-    }
+        render_text(&path, &analysis)
+    };
+    print_out(&out)?;
     Ok(if analysis.failed() { exit::FAILED } else { exit::OK })
+}
+
+/// Prints to stdout; a closed pipe (`analyze … | head`) is not an error.
+pub fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The JSON document: the contract keys plus kind/cause/fix and the kernel time offsets.
@@ -135,24 +145,26 @@ fn json(path: &Utf8Path, a: &Analysis) -> serde_json::Value {
     })
 }
 
-fn print_text(path: &Utf8Path, a: &Analysis) {
+fn render_text(path: &Utf8Path, a: &Analysis) -> String {
+    use std::fmt::Write;
     let fancy = ui::fancy_stdout();
-    println!("{path}: {} lines, furthest phase: {}", a.lines, a.phase);
-    println!();
-    println!("Timeline");
+    let mut o = String::new();
+    let _ = writeln!(o, "{path}: {} lines, furthest phase: {}", a.lines, a.phase);
+    o.push('\n');
+    let _ = writeln!(o, "Timeline");
     if a.timeline.is_empty() {
-        println!("  (no boot progress recognised)");
+        let _ = writeln!(o, "  (no boot progress recognised)");
     }
     for e in &a.timeline {
         let offset = e.offset_secs.map_or(String::new(), |s| format!("  kernel +{s:.3}s"));
-        println!("  {:<11} line {:>6}{offset}", e.phase.name(), e.line);
+        let _ = writeln!(o, "  {:<11} line {:>6}{offset}", e.phase.name(), e.line);
     }
-    println!();
+    o.push('\n');
     if a.findings.is_empty() {
-        println!("Findings: none");
-        return;
+        let _ = writeln!(o, "Findings: none");
+        return o;
     }
-    println!("Findings");
+    let _ = writeln!(o, "Findings");
     for f in &a.findings {
         let Some(sig) = f.signature() else { continue };
         let tone = match sig.kind {
@@ -161,13 +173,14 @@ fn print_text(path: &Utf8Path, a: &Analysis) {
             Kind::Info => ui::Tone::Good,
         };
         let head = format!("{} ({})", f.id, sig.kind.name());
-        println!("  {}  line {}", ui::paint(fancy, tone, &head), f.line);
+        let _ = writeln!(o, "  {}  line {}", ui::paint(fancy, tone, &head), f.line);
         if !f.text.is_empty() {
-            println!("    text:  {}", f.text);
+            let _ = writeln!(o, "    text:  {}", f.text);
         }
-        println!("    cause: {}", sig.cause);
-        println!("    fix:   {}", sig.fix);
+        let _ = writeln!(o, "    cause: {}", sig.cause);
+        let _ = writeln!(o, "    fix:   {}", sig.fix);
     }
+    o
 }
 
 #[cfg(test)]

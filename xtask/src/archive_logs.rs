@@ -116,7 +116,7 @@ pub fn run(args: Args) -> Result<u8> {
     };
     let docs = args.docs_dir.unwrap_or_else(|| project::root().join("docs"));
     let archived = archive_into(&run_dir, &docs, args.dry_run)?;
-    print!("{}", archived.summary());
+    crate::analyze::print_out(&archived.summary())?;
     Ok(exit::OK)
 }
 
