@@ -31,7 +31,7 @@ pub struct Args {
     /// Run directory to archive (target/vm-runs/<UTC>); without it, the newest run
     #[arg(conflicts_with = "latest")]
     pub run_dir: Option<Utf8PathBuf>,
-    /// Archive the newest run under target/vm-runs (the default)
+    /// Archive the newest finished run under target/vm-runs (the default)
     #[arg(long)]
     pub latest: bool,
     /// Show what would be written; write nothing
@@ -137,9 +137,16 @@ pub fn latest_run() -> Result<Utf8PathBuf> {
         Err(_) => Vec::new(),
     };
     runs.sort();
-    runs.pop().ok_or_else(|| {
-        exit::infra(format!("no vm-test run under {parent}; run `cargo xtask vm-test` first, or pass a RUN_DIR"))
-    })
+    // A run still in progress would be archived half-done (and its finished files later
+    // refused as different): skip it, and say so.
+    while let Some(run) = runs.pop() {
+        let running = read_metadata(&run).ok().flatten().is_some_and(|m| m["outcome"] == "running");
+        if !running {
+            return Ok(run);
+        }
+        eprintln!("archive-logs: skipping {run}: its metadata says it is still running (pass it as RUN_DIR to archive it anyway)");
+    }
+    Err(exit::infra(format!("no finished vm-test run under {parent}; run `cargo xtask vm-test` first, or pass a RUN_DIR")))
 }
 
 /// Archives `run_dir` into `docs` (holding `boot-logs/` and `test-reports/`).
@@ -165,6 +172,9 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     };
     let mut files: Vec<(Utf8PathBuf, String)> = Vec::new();
     if let (Some(src), Some(bytes)) = (&serial_src, &serial_bytes) {
+        if bytes.is_empty() {
+            notes.push(format!("{src} is empty: the guest printed nothing (QEMU's own errors are in qemu.stderr.log)"));
+        }
         let text = prepare(&clean::clean_all(bytes), src, &mut redactions, &mut notes);
         files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
     }
