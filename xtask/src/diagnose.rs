@@ -311,7 +311,7 @@ const RULES: &[(&str, &str)] = &[
 const PHASE_MARKERS: &[(Phase, &str)] = &[
     (Phase::Bootloader, r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^BdsDxe: |^Booting from |^Booting `|Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE"),
     (Phase::Kernel, r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^EFI stub: |^\[[ \t]*[0-9]+\.[0-9]+\] "),
-    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: "),
+    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*(?:Linux|Debian|Ubuntu|Fedora).*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: "),
     (Phase::Login, r"^[A-Za-z0-9][[A-Za-z0-9_].-]* login: |^[A-Za-z0-9][[A-Za-z0-9_].-]* login:$|\(automatic login\)"),
     (Phase::Poweroff, r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5"),
 ];
@@ -719,6 +719,8 @@ nixos login: nixos (automatic login)
                      GNU GRUB  version 2.12\nBooting `NixOS 25.05 Installer'\n");
         assert_eq!(d.phase(), Phase::Bootloader);
         assert_eq!(ids(&d), ["serial-silent-after-bootloader"]);
+        assert_eq!(run("Welcome to GRUB!\n").phase(), Phase::Bootloader);
+        assert_eq!(run("Welcome to Debian GNU/Linux 12 (bookworm)!\n").phase(), Phase::Init);
         let d = run("GNU GRUB  version 2.12\nEFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path\n");
         assert_eq!(d.phase(), Phase::Kernel);
     }
