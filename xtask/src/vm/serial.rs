@@ -113,7 +113,6 @@ pub struct Serial {
     lines: usize,
     tail: VecDeque<String>,
     detector: Detector,
-    findings: Vec<Finding>,
     fatal: Option<(Finding, Instant)>,
     watches: Vec<Watch>,
     pub last_rx: Instant,
@@ -182,7 +181,6 @@ impl Serial {
             lines: 0,
             tail: VecDeque::new(),
             detector: Detector::new(),
-            findings: Vec::new(),
             fatal: None,
             watches: Vec::new(),
             last_rx: Instant::now(),
@@ -204,28 +202,23 @@ impl Serial {
         self.watches.iter().find(|w| w.name == name).and_then(|w| w.seen.as_ref())
     }
 
+    /// Everything the detector found so far.
     pub fn findings(&self) -> &[Finding] {
-        &self.findings
+        self.detector.findings()
     }
 
     pub fn detector(&mut self) -> &mut Detector {
         &mut self.detector
     }
 
-    /// Records a finding the harness inferred (not from a line).
-    pub fn add_finding(&mut self, f: Finding) {
-        if !self.findings.iter().any(|x| x.id == f.id && x.line == f.line) {
-            self.findings.push(f);
-        }
-    }
-
     /// Asks the detector what silence means at this point (e.g. serial silent after the bootloader).
     pub fn silence(&mut self) -> Vec<Finding> {
-        let fs = self.detector.silence();
-        for f in &fs {
-            self.add_finding(f.clone());
-        }
-        fs
+        self.detector.silence()
+    }
+
+    /// Tells the detector the harness moved on to `phase` (it cannot see login, root, checks).
+    pub fn advance(&mut self, phase: crate::diagnose::Phase) {
+        self.detector.advance(phase, self.lines);
     }
 
     pub fn eof(&self) -> bool {
@@ -347,9 +340,8 @@ impl Serial {
         let no = self.lines;
         for f in self.detector.feed_line(no, &line) {
             if self.fatal.is_none() && FATAL.contains(&f.id) {
-                self.fatal = Some((f.clone(), Instant::now()));
+                self.fatal = Some((f, Instant::now()));
             }
-            self.add_finding(f);
         }
         for w in &mut self.watches {
             if w.seen.is_none() {

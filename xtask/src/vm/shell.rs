@@ -57,6 +57,7 @@ impl Guest {
     /// Starts `phase` in the record, on the progress line and in the transcript.
     pub fn enter(&mut self, rec: &mut crate::vm::record::Record, phase: crate::diagnose::Phase) {
         rec.begin(phase);
+        self.serial.advance(phase);
         self.serial.progress.phase(phase.name());
         self.transcript.log(&format!("phase {phase}"));
     }
