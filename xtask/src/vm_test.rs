@@ -11,7 +11,7 @@ use crate::vm::checks;
 use crate::vm::login::{self, Credentials};
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
-use crate::vm::record::Record;
+use crate::vm::record::{Image, Record};
 use crate::vm::serial::{self, Serial, Stop, Wait};
 use crate::vm::shell::Guest;
 use crate::vm::transcript::Transcript;
@@ -106,15 +106,6 @@ impl From<&Args> for Timeouts {
     }
 }
 
-/// Where the ISO came from.
-struct Chosen {
-    iso: Utf8PathBuf,
-    source: &'static str,
-    fault: Option<String>,
-    store_path: Option<String>,
-    nar_hash: Option<String>,
-}
-
 pub fn run(args: Args) -> Result<u8> {
     // Flag mistakes are usage errors (exit 2), found before anything is created.
     if let Some(image) = &args.image {
@@ -176,22 +167,15 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         // interruption, not a broken image.
         if crate::vm::interrupted() { Failure::interrupted(Phase::Qemu) } else { infra("image-missing", e) }
     })?;
-    let size = fs_err::metadata(&chosen.iso).map(|m| m.len()).unwrap_or(0);
-    rec.image = crate::vm::record::Image {
-        path: chosen.iso.to_string(),
-        size_bytes: size,
-        source: chosen.source.to_string(),
-        fault: chosen.fault.clone(),
-        store_path: chosen.store_path.clone(),
-        nar_hash: chosen.nar_hash.clone(),
-    };
+    let iso = Utf8PathBuf::from(&chosen.path);
+    rec.image = chosen;
     let _ = rec.write();
 
     // Preflight: the boot configuration inside the ISO, before spending a boot on it.
     if args.skip_preflight {
         rec.note("preflight skipped (--skip-preflight)");
     } else {
-        let pf = crate::vm::preflight::check_iso(&chosen.iso).map_err(|e| infra("image-missing", e))?;
+        let pf = crate::vm::preflight::check_iso(&iso).map_err(|e| infra("image-missing", e))?;
         for p in &pf.problems {
             let level = if p.fail { "FAIL" } else { "warning" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
@@ -228,13 +212,13 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
 
     // QEMU.
     let binary = qemu::locate().map_err(|e| infra("qemu-start-failed", e))?;
-    let memory = args.memory.unwrap_or(if chosen.source == "fixture" { 1024 } else { 2048 });
+    let memory = args.memory.unwrap_or(if rec.image.source == "fixture" { 1024 } else { 2048 });
     let disk = rec.dir.join("disk.qcow2");
     qemu::create_disk(&disk, "4G").map_err(|e| infra("qemu-start-failed", e))?;
     let sock_dir = socket_dir(&rec.dir).map_err(|e| infra("qemu-start-failed", e))?;
     let spec = Spec {
         binary: binary.clone(),
-        iso: chosen.iso.clone(),
+        iso: iso.clone(),
         disk: disk.clone(),
         accel: accel.clone(),
         memory_mib: memory,
@@ -407,21 +391,21 @@ fn power_off(guest: &mut Guest, vm: &mut Qemu, rec: &mut Record) -> Result<(), F
     }
 }
 
-fn choose_image(args: &Args, progress: &mut Progress) -> Result<Chosen> {
+/// The ISO to boot and where it came from (built first when needed).
+fn choose_image(args: &Args, progress: &mut Progress) -> Result<Image> {
     if let Some(iso) = &args.iso {
         if !iso.is_file() {
             return Err(exit::infra(format!(
                 "--iso {iso}: no such file; check the path, or build one with `cargo xtask fixture` or `cargo xtask build-image`"
             )));
         }
-        let iso = iso.canonicalize_utf8()?;
-        return Ok(Chosen { iso, source: "iso", fault: None, store_path: None, nar_hash: None });
+        return image(iso.canonicalize_utf8()?, "iso", None);
     }
-    if let Some(image) = &args.image {
-        let fault = parse_image(image)?;
+    if let Some(spec) = &args.image {
+        let fault = parse_image(spec)?;
         progress.note(&format!("building fixture ISO{} …", fault.map_or(String::new(), |f| format!(" ({f})"))));
         let iso = crate::fixture::build(fault)?;
-        return Ok(Chosen { iso, source: "fixture", fault: fault.map(|f| f.name().to_string()), store_path: None, nar_hash: None });
+        return image(iso, "fixture", fault.map(|f| f.name().to_string()));
     }
     let built = if args.no_build {
         crate::build_image::last_build()?.ok_or_else(|| {
@@ -439,13 +423,12 @@ fn choose_image(args: &Args, progress: &mut Progress) -> Result<Chosen> {
             })
         })?
     };
-    Ok(Chosen {
-        iso: built.iso,
-        source: "flake",
-        fault: None,
-        store_path: Some(built.store_path),
-        nar_hash: built.nar_hash,
-    })
+    Ok(Image { store_path: Some(built.store_path), nar_hash: built.nar_hash, ..image(built.iso, "flake", None)? })
+}
+
+fn image(iso: Utf8PathBuf, source: &str, fault: Option<String>) -> Result<Image> {
+    let size_bytes = fs_err::metadata(&iso)?.len();
+    Ok(Image { path: iso.into_string(), size_bytes, source: source.to_string(), fault, store_path: None, nar_hash: None })
 }
 
 /// `fixture` or `fixture:FAULT` → the fault variant (usage error otherwise).
