@@ -434,7 +434,8 @@ fn default_fixture_boots_provisions_and_powers_off() {
     assert_eq!(fs.trim(), "ext4");
     let lan = vm.shell("ip -o -4 addr show dev lan");
     assert!(lan.contains("inet 10.0.2.15/24"), "{lan}");
-    assert!(vm.shell("uname -r; cat /etc/os-release").contains("fixture"));
+    assert_eq!(vm.shell("nixos-version").trim(), "25.05.fixture (Warbler)");
+    assert!(vm.shell("cat /etc/os-release").contains("fixture"));
     vm.send("poweroff\r");
     vm.expect(r"reboot: Power down", Duration::from_secs(30));
     assert!(vm.wait_exit(Duration::from_secs(15)), "QEMU did not exit after poweroff");
