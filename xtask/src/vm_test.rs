@@ -342,6 +342,7 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
     let t = Timeouts::from(args);
     let greeting = boot::follow(guest, rec, &t.boot, vm.started)?;
     let user = login::login(guest, greeting, args.login.as_ref(), &t.login)?;
+    rec.milestone("prompt", vm.started.elapsed().as_secs_f64());
     rec.note(&format!("logged in as {user}"));
 
     guest.enter(rec, Phase::Shell);
@@ -349,6 +350,7 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
 
     guest.enter(rec, Phase::Root);
     login::escalate(guest, uid, args.login.as_ref(), &t.login, rec)?;
+    rec.milestone("root", vm.started.elapsed().as_secs_f64());
 
     guest.enter(rec, Phase::Checks);
     checks::run_all(guest, rec, &t.checks)?;

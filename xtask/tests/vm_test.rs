@@ -115,6 +115,9 @@ fn fixture_passes_end_to_end() {
     }
     assert_eq!(check(&run, "storage-status")["status"], "pass");
     assert_eq!(run.meta["qemu"]["stopped_by"], "guest-poweroff");
+    let prompt = run.meta["milestones"]["prompt"].as_f64().unwrap();
+    assert!(prompt > 0.0 && prompt < run.meta["milestones"]["root"].as_f64().unwrap());
+    assert!(run.meta["harness"]["cpu_seconds"].as_f64().is_some());
     assert_record_complete(&run);
 }
 
@@ -201,7 +204,7 @@ fn flood_keeps_memory_bounded() {
     let run = vm_test(&["--image", "fixture:flood", "--accel", "tcg"]);
     let bytes = run.meta["serial"]["bytes"].as_u64().unwrap_or(0);
     // VmHWM of the harness itself (getrusage of the child would include QEMU, its child).
-    let rss = run.meta["harness_peak_rss_kib"].as_u64().unwrap_or(u64::MAX);
+    let rss = run.meta["harness"]["peak_rss_kib"].as_u64().unwrap_or(u64::MAX);
     eprintln!("flood: {bytes} serial bytes, harness peak RSS {rss} KiB, exit {}", run.code);
     assert!(bytes > 1 << 20, "the flood (1 MiB) reached the harness ({bytes} bytes)");
     assert!(run.meta["serial"]["dropped_from_match_buffer"].as_u64().unwrap_or(0) > 0, "the match buffer was bounded");

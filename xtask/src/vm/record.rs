@@ -71,6 +71,8 @@ pub struct Record {
     pub findings: Vec<Finding>,
     pub failure: Option<Failure>,
     notes: Vec<String>,
+    /// Seconds from QEMU's start to moments a user cares about (`prompt`, `root`).
+    milestones: serde_json::Map<String, Value>,
     pub serial: Value,
     pub timeouts: Value,
     finished: bool,
@@ -90,6 +92,7 @@ impl Record {
             findings: Vec::new(),
             failure: None,
             notes: Vec::new(),
+            milestones: serde_json::Map::new(),
             serial: Value::Null,
             timeouts: Value::Null,
             finished: false,
@@ -134,6 +137,10 @@ impl Record {
 
     pub fn phases(&self) -> &[PhaseRecord] {
         &self.phases
+    }
+
+    pub fn milestone(&mut self, name: &str, seconds_since_qemu_start: f64) {
+        self.milestones.insert(name.to_string(), json!((seconds_since_qemu_start * 1000.0).round() / 1000.0));
     }
 
     pub fn note(&mut self, note: &str) {
@@ -209,8 +216,12 @@ impl Record {
             "findings": self.findings,
             "exit_code": self.finished.then(|| self.exit_code()),
             "total_seconds": (self.total_seconds() * 100.0).round() / 100.0,
-            "harness_cpu_seconds": (harness_cpu_seconds() * 1000.0).round() / 1000.0,
-            "harness_peak_rss_kib": harness_peak_rss_kib(),
+            "milestones": self.milestones,
+            // The harness process alone (QEMU is a child and not counted).
+            "harness": {
+                "cpu_seconds": (harness_cpu_seconds() * 1000.0).round() / 1000.0,
+                "peak_rss_kib": harness_peak_rss_kib(),
+            },
             "notes": self.notes,
             "serial": self.serial,
             "timeouts": self.timeouts,
