@@ -435,6 +435,10 @@ fn default_fixture_boots_provisions_and_powers_off() {
     let lan = vm.shell("ip -o -4 addr show dev lan");
     assert!(lan.contains("inet 10.0.2.15/24"), "{lan}");
     assert_eq!(vm.shell("nixos-version").trim(), "25.05.fixture (Warbler)");
+    // The systemctl/journalctl shims answer for the oneshot like systemd would.
+    let unit = vm.shell("systemctl show -p LoadState -p ActiveState pre-nixos.service");
+    assert!(unit.contains("LoadState=loaded") && unit.contains("ActiveState=inactive"), "{unit}");
+    assert!(vm.shell("journalctl -b -u pre-nixos --no-pager").contains("pvcreate"));
     assert!(vm.shell("cat /etc/os-release").contains("fixture"));
     vm.send("poweroff\r");
     vm.expect(r"reboot: Power down", Duration::from_secs(30));
