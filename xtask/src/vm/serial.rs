@@ -469,3 +469,75 @@ impl Serial {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Serial, UnixStream, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let run_dir = Utf8Path::from_path(dir.path()).unwrap();
+        (Serial::new(ours, run_dir, Progress::silent()).unwrap(), theirs, dir)
+    }
+
+    #[test]
+    fn matches_across_reads_and_rechecks_the_buffer_before_polling() {
+        let (mut s, mut guest, _dir) = pair();
+        let writer = std::thread::spawn(move || {
+            for chunk in [&b"boot \x1b[1;32mno"[..], b"ise\r\nq1x1|0\nq1x1|__E_", b"q1x1=0\n$ q2x2|__E_q2x2=7\n"] {
+                guest.write_all(chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            guest // keep it open
+        });
+        let end = Regex::new(r"q1x1\|__E_q1x1=(\d+)\n").unwrap();
+        let hit = s.expect(&[&end], Wait::new(Duration::from_secs(5), None)).unwrap();
+        assert_eq!(hit.group(1), "0");
+        assert!(hit.before.starts_with("boot noise\nq1x1|0\n"), "{:?}", hit.before);
+        let _guest = writer.join().unwrap();
+        // Already buffered: found without any new byte, long before the 1 s stall.
+        let second = Regex::new(r"q2x2\|__E_q2x2=(\d+)\n").unwrap();
+        let t = Instant::now();
+        let hit = s.expect(&[&second], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(1)))).unwrap();
+        assert_eq!(hit.group(1), "7");
+        assert!(t.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn stall_and_eof_end_a_wait() {
+        let (mut s, guest, _dir) = pair();
+        let never = Regex::new("never").unwrap();
+        let t = Instant::now();
+        match s.expect(&[&never], Wait::new(Duration::from_secs(10), Some(Duration::from_millis(300)))) {
+            Err(Stop::Stall(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(2));
+        drop(guest);
+        assert!(matches!(s.expect(&[&never], Wait::new(Duration::from_secs(10), None)), Err(Stop::Eof)));
+    }
+
+    #[test]
+    fn a_flood_keeps_the_buffer_bounded_and_the_log_exact() {
+        let (mut s, mut guest, dir) = pair();
+        let total = 3 * MAX_BUFFER + 12345;
+        let writer = std::thread::spawn(move || {
+            let line = b"flood \xff\x1b[31m line without an end ";
+            let mut sent = 0;
+            while sent < total {
+                let n = line.len().min(total - sent);
+                guest.write_all(&line[..n]).unwrap();
+                sent += n;
+            }
+        });
+        let never = Regex::new("never").unwrap();
+        let _ = s.expect(&[&never], Wait::new(Duration::from_secs(30), Some(Duration::from_millis(500))));
+        writer.join().unwrap();
+        assert!(s.buf.len() <= MAX_BUFFER, "{}", s.buf.len());
+        assert!(s.dropped > 0);
+        assert!(s.partial.len() <= MAX_LINE);
+        assert_eq!(s.bytes as usize, total);
+        assert_eq!(std::fs::metadata(dir.path().join("serial.log")).unwrap().len() as usize, total);
+    }
+}
