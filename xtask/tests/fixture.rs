@@ -565,7 +565,8 @@ fn fault_hang_after_login_answers_once() {
     let _vm = vm_lock();
     let mut vm = Vm::boot(&build(Some("hang-after-login")), None, "hang-after-login");
     vm.expect(USER_PROMPT, PROMPT_WITHIN);
-    vm.send("echo $((6*7))\r");
+    // A harness's first command typically unsets PROMPT_COMMAND; the hang must survive that.
+    vm.send("unset PROMPT_COMMAND; echo $((6*7))\r");
     vm.expect(r"[\r\n]42\r?\n", Duration::from_secs(20));
     vm.send("echo $((7*8))\r");
     assert!(vm.try_expect(r"56", Duration::from_secs(10)).is_none(), "the shell answered a second command");
