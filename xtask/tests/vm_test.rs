@@ -295,3 +295,52 @@ fn qemu_crash_is_named_and_recorded() {
         assert!(dir.join(f).exists(), "{f}");
     }
 }
+
+/// `--keep` leaves QEMU running and the serial console can be taken over where the printed
+/// hint says (QEMU reconnects to whoever listens on serial.sock); QMP `quit` ends it.
+#[test]
+fn keep_leaves_an_attachable_vm() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let Some(_vm) = tools("keep_leaves_an_attachable_vm") else { return };
+    let run = vm_test(&["--image", "fixture", "--accel", "tcg", "--keep"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.meta["qemu"]["stopped_by"], "kept");
+    assert!(run.stdout.contains("UNIX-LISTEN:"), "{}", run.stdout);
+    let pid = run.meta["qemu"]["pid"].as_i64().unwrap() as i32;
+    assert!(pid_alive(pid));
+    let sock = run.dir.join("serial.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut serial = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("QEMU did not reconnect its serial line: {e}"),
+        }
+    };
+    serial.set_nonblocking(false).unwrap();
+    serial.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    serial.write_all(b"echo kept-$((6*7))\n").unwrap();
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("kept-42") && Instant::now() < end {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = serial.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    let mut qmp = UnixStream::connect(run.dir.join("qmp.sock")).unwrap();
+    qmp.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n").unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while pid_alive(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if pid_alive(pid) {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("kept-42"), "{}", String::from_utf8_lossy(&seen));
+    assert!(!pid_alive(pid), "QMP quit ended the kept QEMU");
+    let _ = std::fs::remove_file(run.dir.join("disk.qcow2"));
+}
