@@ -349,7 +349,8 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
     let uid = login::settle_shell(guest, &t.login)?;
 
     guest.enter(rec, Phase::Root);
-    login::escalate(guest, uid, args.login.as_ref(), &t.login, rec)?;
+    let how = login::escalate(guest, uid, args.login.as_ref(), &t.login)?;
+    rec.note(&format!("root proven by `id -u` = 0 ({how})"));
     rec.milestone("root", vm.started.elapsed().as_secs_f64());
 
     guest.enter(rec, Phase::Checks);

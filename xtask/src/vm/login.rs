@@ -7,7 +7,6 @@
 
 use crate::diagnose::Phase;
 use crate::vm::boot::Greeting;
-use crate::vm::record::Record;
 use crate::vm::serial::{Stop, Wait};
 use crate::vm::shell::Guest;
 use crate::vm::verdict::Failure;
@@ -122,8 +121,8 @@ pub fn settle_shell(guest: &mut Guest, t: &Timeouts) -> Result<u32, Failure> {
     unreachable!("the second attempt returns")
 }
 
-/// Root phase: `sudo -i`, then `su -`; root only when `id -u` prints 0.
-pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Timeouts, rec: &mut Record) -> Result<&'static str, Failure> {
+/// Root phase: `sudo -i`, then `su -`; root only when `id -u` prints 0. Returns how.
+pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Timeouts) -> Result<&'static str, Failure> {
     let phase = Phase::Root;
     if uid == 0 {
         guest.transcript.log("already root (id -u = 0)");
@@ -143,8 +142,7 @@ pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Ti
         };
         guest.transcript.log(&format!("after {method}: id -u = {uid:?} ({outcome})"));
         if uid == Some(0) {
-            rec.note(&format!("root via `{method}`"));
-            return Ok(if method == "sudo -i" { "sudo -i" } else { "su -" });
+            return Ok(method);
         }
         tried.push(format!("`{method}`: {outcome}, id -u = {}", uid.map_or("?".to_string(), |u| u.to_string())));
     }
