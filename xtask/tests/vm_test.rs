@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Run directories of the tests (kept for reading after a failure): target/vm-test-runs/.
+fn runs_dir() -> PathBuf {
+    let dir = common::repo_root().join("target/vm-test-runs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 const TOOLS: &[&str] = &["qemu-system-x86_64", "qemu-img", "xorriso", "cpio"];
 
 struct Run {
@@ -24,7 +31,7 @@ struct Run {
 
 /// Runs `vm-test` with `args` in a fresh run directory and reads its metadata.json.
 fn vm_test(args: &[&str]) -> Run {
-    let dir = tempfile::Builder::new().prefix("vmt-").tempdir_in(common::repo_root().join("target")).unwrap().keep();
+    let dir = tempfile::Builder::new().prefix("vmt-").tempdir_in(runs_dir()).unwrap().keep();
     let started = Instant::now();
     let out = common::xtask()
         .arg("vm-test")
@@ -227,7 +234,7 @@ fn broadcast_lines_do_not_corrupt_command_output() {
 fn killing_the_harness_leaves_no_qemu() {
     let Some(_vm) = tools("killing_the_harness_leaves_no_qemu") else { return };
     for (signal, name) in [(libc::SIGKILL, "SIGKILL"), (libc::SIGINT, "SIGINT")] {
-        let dir = tempfile::Builder::new().prefix("vmt-kill-").tempdir_in(common::repo_root().join("target")).unwrap().keep();
+        let dir = tempfile::Builder::new().prefix("vmt-kill-").tempdir_in(runs_dir()).unwrap().keep();
         let mut child = common::xtask()
             .args(["vm-test", "--image", "fixture", "--accel", "tcg", "--run-dir"])
             .arg(&dir)
@@ -273,7 +280,7 @@ fn wait_for_qemu_pid(dir: &Path, timeout: Duration) -> Option<i32> {
 #[test]
 fn qemu_crash_is_named_and_recorded() {
     let Some(_vm) = tools("qemu_crash_is_named_and_recorded") else { return };
-    let dir = tempfile::Builder::new().prefix("vmt-crash-").tempdir_in(common::repo_root().join("target")).unwrap().keep();
+    let dir = tempfile::Builder::new().prefix("vmt-crash-").tempdir_in(runs_dir()).unwrap().keep();
     let mut child = common::xtask()
         .args(["vm-test", "--image", "fixture", "--accel", "tcg", "--run-dir"])
         .arg(&dir)
