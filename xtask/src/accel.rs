@@ -69,13 +69,10 @@ impl std::str::FromStr for Accel {
 /// The outcome of booting a kernel under one accelerator.
 #[derive(Clone, Debug)]
 pub struct Probe {
-    pub accel: Accel,
     /// The kernel printed its first line under this accelerator.
     pub usable: bool,
     /// Why usable or not, one line, e.g. "kernel printed `Linux version` after 0.38s".
     pub detail: String,
-    /// Wall time of the probe (QEMU start to verdict).
-    pub seconds: f64,
 }
 
 /// Probes KVM and falls back to TCG; the string says why, for logs and metadata.
@@ -91,12 +88,11 @@ pub fn choose_auto() -> (Accel, String) {
 /// Boots the probe kernel under `accel` and waits (bounded) for its first console line.
 /// Never leaves QEMU running: it is killed on every path, and on our death (PDEATHSIG).
 pub fn probe(accel: Accel) -> Probe {
-    let started = Instant::now();
     let (usable, detail) = match run_probe(accel) {
         Ok(ok) => ok,
         Err(err) => (false, format!("{err:#}")),
     };
-    Probe { accel, usable, detail, seconds: started.elapsed().as_secs_f64() }
+    Probe { usable, detail }
 }
 
 fn run_probe(accel: Accel) -> Result<(bool, String)> {
@@ -129,10 +125,9 @@ fn run_probe(accel: Accel) -> Result<(bool, String)> {
     let what = if kernel.uncompressed { "kernel" } else { "kernel (bzImage)" };
     Ok(match seen {
         Seen::FirstLine => (true, format!("{what} printed `Linux version` after {took:.2}s")),
-        Seen::Exited { status, stderr } => (
-            false,
-            format!("QEMU exited ({status}) before the kernel printed a line{}", stderr_hint(&stderr)),
-        ),
+        Seen::Exited { status, stderr } => {
+            (false, format!("QEMU exited ({status}) before the kernel printed a line{}", stderr_hint(&stderr)))
+        }
         Seen::Silent { serial_bytes, stderr } => (
             false,
             if serial_bytes == 0 {
@@ -413,7 +408,8 @@ mod tests {
 
     #[test]
     fn stderr_hint_keeps_first_and_last_lines() {
-        let s = b"qemu-system-x86_64: warning: host doesn't support pni\nx\nqemu-system-x86_64: error: failed to set MSR\n";
+        let s =
+            b"qemu-system-x86_64: warning: host doesn't support pni\nx\nqemu-system-x86_64: error: failed to set MSR\n";
         assert_eq!(stderr_hint(s), "; QEMU said: warning: host doesn't support pni … error: failed to set MSR");
         assert_eq!(stderr_hint(b"\n"), "");
     }

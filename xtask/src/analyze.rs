@@ -86,7 +86,9 @@ fn resolve(file: &Utf8Path) -> Result<Utf8PathBuf> {
 pub fn run(args: Args) -> Result<u8> {
     let mut path = resolve(&args.file)?;
     let mut bytes = std::fs::read(&path).map_err(|e| {
-        exit::infra(format!("cannot read {path}: {e}; pass the path of a serial log (e.g. target/vm-runs/<UTC>/serial.log)"))
+        exit::infra(format!(
+            "cannot read {path}: {e}; pass the path of a serial log (e.g. target/vm-runs/<UTC>/serial.log)"
+        ))
     })?;
     // A run whose guest never printed anything: QEMU's own stderr says why.
     let stderr_log = args.file.join("qemu.stderr.log");
@@ -132,6 +134,7 @@ fn json(path: &Utf8Path, a: &Analysis) -> serde_json::Value {
                 "phase": sig.map(|s| s.phase.name()),
                 "cause": sig.map(|s| s.cause),
                 "fix": sig.map(|s| s.fix),
+                "seen_by": sig.map(|s| s.seen_by),
             })
         })
         .collect();
@@ -189,7 +192,8 @@ mod tests {
 
     #[test]
     fn raw_crlf_and_clean_give_the_same_lines() {
-        let raw = b"\x1b[0mLoading /boot/initrd...ok\r\n\x1b[?2004h\r\r\n\x1b[1;32m[\x1b]0;t\x07nixos@nixos:~]$\x1b[0m ";
+        let raw =
+            b"\x1b[0mLoading /boot/initrd...ok\r\n\x1b[?2004h\r\r\n\x1b[1;32m[\x1b]0;t\x07nixos@nixos:~]$\x1b[0m ";
         let a = analyze_bytes(raw);
         assert_eq!(a.lines, 3);
         assert_eq!(a.phase, diagnose::Phase::Shell);

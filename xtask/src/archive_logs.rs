@@ -23,10 +23,12 @@ use serde_json::{json, Value};
 use std::sync::LazyLock;
 
 #[derive(clap::Args)]
-#[command(after_help = "Writes docs/boot-logs/<UTC>-serial.log (escapes removed), docs/test-reports/<UTC>-boot-image-vm-test.{log,md},\n\
+#[command(
+    after_help = "Writes docs/boot-logs/<UTC>-serial.log (escapes removed), docs/test-reports/<UTC>-boot-image-vm-test.{log,md},\n\
 appends docs/test-reports/ledger.jsonl and regenerates docs/test-reports/README.md. Idempotent; refuses to overwrite a\n\
 different file; logs over 1 MiB keep head and tail; private keys and token-looking lines are redacted.\n\
-Exit codes: 0 archived or already archived, 2 usage, 3 refused or unreadable run.")]
+Exit codes: 0 archived or already archived, 2 usage, 3 refused or unreadable run."
+)]
 pub struct Args {
     /// Run directory to archive (target/vm-runs/<UTC>); without it, the newest run
     #[arg(conflicts_with = "latest")]
@@ -72,7 +74,6 @@ pub struct Archived {
     pub targets: Vec<Target>,
     /// Human-readable notes on what was redacted, capped or missing.
     pub notes: Vec<String>,
-    pub redactions: usize,
     pub dry_run: bool,
 }
 
@@ -146,7 +147,9 @@ pub fn latest_run() -> Result<Utf8PathBuf> {
         }
         eprintln!("archive-logs: skipping {run}: its metadata says it is still running (pass it as RUN_DIR to archive it anyway)");
     }
-    Err(exit::infra(format!("no finished vm-test run under {parent}; run `cargo xtask vm-test` first, or pass a RUN_DIR")))
+    Err(exit::infra(format!(
+        "no finished vm-test run under {parent}; run `cargo xtask vm-test` first, or pass a RUN_DIR"
+    )))
 }
 
 /// Archives `run_dir` into `docs` (holding `boot-logs/` and `test-reports/`).
@@ -234,7 +237,12 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
             if *old != line {
                 notes.push(format!("{ledger_path} already has run {stamp}; its line is kept as first written"));
             }
-            targets.push(Target { path: ledger_path.clone(), action: Action::Unchanged, bytes: existing.len(), contents: Vec::new() });
+            targets.push(Target {
+                path: ledger_path.clone(),
+                action: Action::Unchanged,
+                bytes: existing.len(),
+                contents: Vec::new(),
+            });
         }
         None => {
             let mut text = existing.clone();
@@ -268,22 +276,15 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
             }
         }
     }
-    Ok(Archived {
-        stamp,
-        run_dir: run_dir.to_path_buf(),
-        targets,
-        notes,
-        redactions: redactions.total(),
-        dry_run,
-    })
+    Ok(Archived { stamp, run_dir: run_dir.to_path_buf(), targets, notes, dry_run })
 }
 
 fn read_metadata(run_dir: &Utf8Path) -> Result<Option<Value>> {
     let path = run_dir.join("metadata.json");
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            exit::infra(format!("{path} is not valid JSON ({e}); fix or remove it, then archive again"))
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| exit::infra(format!("{path} is not valid JSON ({e}); fix or remove it, then archive again"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {path}")),
     }
@@ -301,7 +302,9 @@ fn run_stamp(run_dir: &Utf8Path, metadata: Option<&Value>) -> Result<String> {
         .and_then(|s| s.parse::<jiff::Timestamp>().ok())
         .map(project::utc_stamp);
     match started {
-        Some(stamp) if STAMP.is_match(dir_name) && dir_name.starts_with(&format!("{stamp}-")) => Ok(dir_name.to_string()),
+        Some(stamp) if STAMP.is_match(dir_name) && dir_name.starts_with(&format!("{stamp}-")) => {
+            Ok(dir_name.to_string())
+        }
         Some(stamp) => Ok(stamp),
         None if STAMP.is_match(dir_name) => Ok(dir_name.to_string()),
         None => Err(exit::infra(format!(
@@ -316,7 +319,10 @@ fn prepare(text: &str, src: &Utf8Path, redactions: &mut Redactions, notes: &mut 
     let text = redact(text, redactions);
     let (text, omitted) = cap(&text, CAP_BYTES, src);
     if omitted > 0 {
-        notes.push(format!("{src}: {omitted} lines over the {} cap left out (head and tail kept)", human_bytes(CAP_BYTES)));
+        notes.push(format!(
+            "{src}: {omitted} lines over the {} cap left out (head and tail kept)",
+            human_bytes(CAP_BYTES)
+        ));
     }
     text
 }
@@ -419,7 +425,14 @@ fn human_bytes(n: usize) -> String {
 }
 
 /// One ledger line: what is needed to compare runs over time.
-fn ledger_line(stamp: &str, meta: Option<&Value>, serial: Option<&str>, targets: &[Target], docs: &Utf8Path, redactions: usize) -> Value {
+fn ledger_line(
+    stamp: &str,
+    meta: Option<&Value>,
+    serial: Option<&str>,
+    targets: &[Target],
+    docs: &Utf8Path,
+    redactions: usize,
+) -> Value {
     let null = Value::Null;
     let m = meta.unwrap_or(&null);
     let analysis = serial.map(crate::analyze::analyze_clean);
@@ -545,8 +558,7 @@ fn render_index(entries: &[Value]) -> String {
     } else {
         out += "| Phase | Median s | Runs |\n|---|---:|---:|\n";
         for phase in Phase::ALL {
-            let secs: Vec<f64> =
-                passing.iter().filter_map(|r| r["phases"][phase.name()]["seconds"].as_f64()).collect();
+            let secs: Vec<f64> = passing.iter().filter_map(|r| r["phases"][phase.name()]["seconds"].as_f64()).collect();
             if !secs.is_empty() {
                 out += &format!("| {} | {:.1} | {} |\n", phase.name(), median(secs.clone()), secs.len());
             }

@@ -162,9 +162,11 @@ fn summarize(harness: &[Value], baseline: &[f64]) -> Value {
             json!({"phase": p.name(), "median_seconds": median(xs.clone()), "runs": xs.len()})
         })
         .collect();
-    let prompt = median(harness.iter().filter_map(|m| m.pointer("/milestones/prompt").and_then(Value::as_f64)).collect());
+    let prompt =
+        median(harness.iter().filter_map(|m| m.pointer("/milestones/prompt").and_then(Value::as_f64)).collect());
     let bare = median(baseline.to_vec());
-    let cpu = median(harness.iter().filter_map(|m| m.pointer("/harness/cpu_seconds").and_then(Value::as_f64)).collect());
+    let cpu =
+        median(harness.iter().filter_map(|m| m.pointer("/harness/cpu_seconds").and_then(Value::as_f64)).collect());
     let wall = median(harness.iter().filter_map(|m| m["total_seconds"].as_f64()).collect());
     let rss = harness.iter().filter_map(|m| m.pointer("/harness/peak_rss_kib").and_then(Value::as_u64)).max();
     let overhead = prompt.zip(bare).map(|(h, b)| (h - b) / b);

@@ -440,12 +440,8 @@ fn failure_error(meta: &mut Metadata, t: &Tracker, status: std::process::ExitSta
         }
     }
     msg += &format!("run directory: {} (build.log has every line)", meta.run_dir);
-    meta.failure = Some(Failure {
-        derivation: drv.clone(),
-        log_tail: tail,
-        nix_log_command: log_cmd,
-        nix_errors: errors.clone(),
-    });
+    meta.failure =
+        Some(Failure { derivation: drv.clone(), log_tail: tail, nix_log_command: log_cmd, nix_errors: errors.clone() });
     let unreachable = errors.iter().any(|e| {
         ["unable to download", "Couldn't resolve host", "Could not resolve host", "Connection refused", "timed out"]
             .iter()
@@ -624,7 +620,8 @@ mod tests {
             size_bytes: 3,
             build_seconds: 1.0,
         };
-        let last = LastBuild { image: image.clone(), built_at: None, run_dir: d.into(), flake: "f".into(), attr: "a".into() };
+        let last =
+            LastBuild { image: image.clone(), built_at: None, run_dir: d.into(), flake: "f".into(), attr: "a".into() };
         fs_err::write(d.join("last.json"), serde_json::to_vec(&last).unwrap()).unwrap();
         assert_eq!(last_build_in(d).unwrap(), Some(image));
         fs_err::remove_file(&iso).unwrap();

@@ -77,6 +77,6 @@ mod tests {
     #[test]
     fn charset_switches_shift_codes_and_invalid_utf8() {
         let raw = b"a\x1b(Bb\x1b)0c\x1b%@d\x0ee\x0ff\tg\xffh";
-        assert_eq!(clean_all(raw), "abcde" .to_string() + "f\tg\u{fffd}h");
+        assert_eq!(clean_all(raw), "abcde".to_string() + "f\tg\u{fffd}h");
     }
 }

@@ -57,10 +57,6 @@ impl Phase {
             Phase::Poweroff => "poweroff",
         }
     }
-
-    pub fn from_name(name: &str) -> Option<Phase> {
-        Phase::ALL.into_iter().find(|p| p.name() == name)
-    }
 }
 
 impl std::fmt::Display for Phase {
@@ -152,14 +148,7 @@ const HARNESS: &str = "harness only";
 
 macro_rules! sig {
     ($id:literal, $phase:ident, $kind:ident, $seen:expr, $cause:literal, $fix:literal) => {
-        Signature {
-            id: $id,
-            phase: Phase::$phase,
-            kind: Kind::$kind,
-            seen_by: $seen,
-            cause: $cause,
-            fix: $fix,
-        }
+        Signature { id: $id, phase: Phase::$phase, kind: Kind::$kind, seen_by: $seen, cause: $cause, fix: $fix }
     };
 }
 
@@ -247,7 +236,7 @@ static CATALOGUE: [Signature; 35] = [
         "Read the serial tail in the report; the guest may be hung or flooding the console. Retry with a longer deadline or KVM."),
     sig!("phase-timeout", Qemu, Failure, HARNESS,
         "A boot phase did not finish before its deadline (or produced no output for its stall window).",
-        "See the phase and the last serial lines in the report; on TCG raise the deadline (`--timeout`), or use KVM."),
+        "See the phase and the last serial lines in the report; on TCG raise the deadline (`vm-test --boot-timeout`, `--stall`, `--command-timeout`), or use KVM."),
     sig!("check-failed", Checks, Failure, HARNESS,
         "A check run in the root shell did not give the expected result.",
         "See the check's detail and evidence in the report; the command output is in transcript.log."),
@@ -288,20 +277,41 @@ const RULES: &[(&str, &str)] = &[
     ("qemu-line", r"^qemu-system-[A-Za-z0-9_-]+: "),
     ("kernel-panic", r"Kernel panic - not syncing"),
     ("oom-killer", r"Out of memory: Kill(ed)? process"),
-    ("emergency-mode", r"You are in emergency mode|Entering emergency mode|An error occurred in stage 1 of the boot process|Give root password for maintenance|Cannot open access to console, the root account is locked"),
+    (
+        "emergency-mode",
+        r"You are in emergency mode|Entering emergency mode|An error occurred in stage 1 of the boot process|Give root password for maintenance|Cannot open access to console, the root account is locked",
+    ),
     ("unit-failed", r"^\[ *FAILED *\] Failed to start"),
     ("unit-not-found", r"Unit [^ \t]+ not found|Unit [^ \t]+ could not be found"),
-    ("unit-stuck-job", r"A (?:start|stop) job is running for .*\((?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min(?: [0-9]+s)? / [^)]*\)"),
+    (
+        "unit-stuck-job",
+        r"A (?:start|stop) job is running for .*\((?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min(?: [0-9]+s)? / [^)]*\)",
+    ),
     ("unit-stuck-status", r"Active: (?:activating|deactivating) \(.*; (?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min"),
     ("nix-download-failed", r"unable to download 'https?://"),
     ("floppy-io-error", r"I/O error, dev fd[0-9]"),
     ("command-not-found", r"^-?(ba)?sh: [^:]+: (command )?not found"),
-    ("escalation-failed", r"^\[sudo\] password for |^Sorry, try again\.|sudo: [0-9]+ incorrect password attempt|sudo: a password is required|is not in the sudoers file|^su: (Authentication failure|Permission denied)|sudo: a terminal is required"),
-    ("not-root", r"Interactive authentication required|WARNING: Running as a non-root user|open failed: Permission denied|must be run as root|must be root|[Oo]nly root can|need to be root|requires root privileges"),
+    (
+        "escalation-failed",
+        r"^\[sudo\] password for |^Sorry, try again\.|sudo: [0-9]+ incorrect password attempt|sudo: a password is required|is not in the sudoers file|^su: (Authentication failure|Permission denied)|sudo: a terminal is required",
+    ),
+    (
+        "not-root",
+        r"Interactive authentication required|WARNING: Running as a non-root user|open failed: Permission denied|must be run as root|must be root|[Oo]nly root can|need to be root|requires root privileges",
+    ),
     ("not-root-denied", r"Permission denied|Operation not permitted"),
-    ("storage-detection-error", r"Storage detection encountered an error|storage detection failed \(exit|pre-nixos-detect-storage: command .* exited with status|pre-nixos: detection-error"),
-    ("provisioning-failed", r"pre-nixos: Provisioning failed|STATE=failed|^pre-nixos: failed:|pre-nixos: auto-install failed:|Provisioning status is 'failed'|has insufficient free space \([0-9]+ extents\)|file 'nixpkgs' was not found in the Nix search path|subprocess\.CalledProcessError|CalledProcessError: Command"),
-    ("storage-plan-only", r"provisioning ran in plan-only mode|Provisioning ran in plan-only mode|STATE=plan-only|^pre-nixos: not-blank:"),
+    (
+        "storage-detection-error",
+        r"Storage detection encountered an error|storage detection failed \(exit|pre-nixos-detect-storage: command .* exited with status|pre-nixos: detection-error",
+    ),
+    (
+        "provisioning-failed",
+        r"pre-nixos: Provisioning failed|STATE=failed|^pre-nixos: failed:|pre-nixos: auto-install failed:|Provisioning status is 'failed'|has insufficient free space \([0-9]+ extents\)|file 'nixpkgs' was not found in the Nix search path|subprocess\.CalledProcessError|CalledProcessError: Command",
+    ),
+    (
+        "storage-plan-only",
+        r"provisioning ran in plan-only mode|Provisioning ran in plan-only mode|STATE=plan-only|^pre-nixos: not-blank:",
+    ),
     ("no-disk", r"^pre-nixos: no-disk:"),
     ("lan-ipv4-unavailable", r"LAN IPv4 address unavailable"),
     ("powered-off-cleanly", r"reboot: Power down|System halted"),
@@ -310,11 +320,23 @@ const RULES: &[(&str, &str)] = &[
 
 /// Phase markers: (phase, pattern), in phase order.
 const PHASE_MARKERS: &[(Phase, &str)] = &[
-    (Phase::Bootloader, r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^BdsDxe: |^Booting from |^Booting `|Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE"),
-    (Phase::Kernel, r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^EFI stub: |^\[[ \t]*[0-9]+\.[0-9]+\] "),
-    (Phase::Init, r"<<< NixOS Stage [12] >>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*(?:Linux|Debian|Ubuntu|Fedora).*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: "),
+    (
+        Phase::Bootloader,
+        r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^BdsDxe: |^Booting from |^Booting `|Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE",
+    ),
+    (
+        Phase::Kernel,
+        r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^EFI stub: |^\[[ \t]*[0-9]+\.[0-9]+\] ",
+    ),
+    (
+        Phase::Init,
+        r"<<< NixOS Stage [12] >>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*(?:Linux|Debian|Ubuntu|Fedora).*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: ",
+    ),
     (Phase::Login, r"^[A-Za-z0-9][A-Za-z0-9_.-]* login: |^[A-Za-z0-9][A-Za-z0-9_.-]* login:$|\(automatic login\)"),
-    (Phase::Poweroff, r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5"),
+    (
+        Phase::Poweroff,
+        r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5",
+    ),
 ];
 
 /// Phase markers and rules in one set, so a line is scanned once: indices below
@@ -323,9 +345,8 @@ static LINE_SET: LazyLock<RegexSet> = LazyLock::new(|| {
     let patterns = PHASE_MARKERS.iter().map(|(_, p)| *p).chain(RULES.iter().map(|(_, p)| *p));
     RegexSet::new(patterns).expect("phase and rule patterns compile")
 });
-static RULE_RES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
-    RULES.iter().map(|(_, p)| Regex::new(p).expect("rule pattern compiles")).collect()
-});
+static RULE_RES: LazyLock<Vec<Regex>> =
+    LazyLock::new(|| RULES.iter().map(|(_, p)| Regex::new(p).expect("rule pattern compiles")).collect());
 /// A shell prompt at the start of a line: NixOS `[user@host:dir]$`, Debian `user@host:dir$`,
 /// busybox `~ #`, bash's default `-bash-5.2#` (what `sudo -i` shows once PS1 was reset), or a
 /// bare `$` (a harness's boring PS1; a bare `#` is too common in output to count).
@@ -336,12 +357,12 @@ static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("prompt pattern compiles")
 });
-static AUTOLOGIN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:\S+ )?login: (?P<user>\S+) \(automatic login\)").expect("compiles")
-});
+static AUTOLOGIN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:\S+ )?login: (?P<user>\S+) \(automatic login\)").expect("compiles"));
 /// Text after a prompt that is a console broadcast, not an echoed command.
 static BROADCAST: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:pre-nixos|LAN IPv4|\[\s*\d+\.\d+\] |\[ *(?:OK|FAILED) *\] |<<< |Broadcast message)").expect("compiles")
+    Regex::new(r"^(?:pre-nixos|LAN IPv4|\[\s*\d+\.\d+\] |\[ *(?:OK|FAILED) *\] |<<< |Broadcast message)")
+        .expect("compiles")
 });
 
 /// Cuts `s` to at most `max` bytes on a char boundary.
@@ -574,16 +595,6 @@ impl Detector {
 
     pub fn findings(&self) -> &[Finding] {
         &self.findings
-    }
-
-    /// Whether any finding so far is a failure.
-    pub fn failed(&self) -> bool {
-        self.findings.iter().any(Finding::is_failure)
-    }
-
-    /// The last line with visible text and its number (for stall messages).
-    pub fn last_text(&self) -> Option<(usize, &str)> {
-        (self.last_text_line > 0).then_some((self.last_text_line, self.last_text.as_str()))
     }
 
     /// Called at end of input or when the serial line stalls: findings inferred from silence
@@ -833,10 +844,24 @@ nixos login: nixos (automatic login)
     #[test]
     fn every_rule_and_harness_id_is_in_the_catalogue() {
         for id in [
-            "qemu-start-failed", "qemu-exited", "serial-silent-after-bootloader", "console-not-last",
-            "kernel-panic", "emergency-mode", "autologin-not-root", "login-prompt", "escalation-failed",
-            "not-root", "storage-detection-error", "provisioning-failed", "storage-plan-only",
-            "unit-not-found", "unit-stuck", "guest-unresponsive", "phase-timeout", "check-failed",
+            "qemu-start-failed",
+            "qemu-exited",
+            "serial-silent-after-bootloader",
+            "console-not-last",
+            "kernel-panic",
+            "emergency-mode",
+            "autologin-not-root",
+            "login-prompt",
+            "escalation-failed",
+            "not-root",
+            "storage-detection-error",
+            "provisioning-failed",
+            "storage-plan-only",
+            "unit-not-found",
+            "unit-stuck",
+            "guest-unresponsive",
+            "phase-timeout",
+            "check-failed",
             "powered-off-cleanly",
         ] {
             assert!(signature(id).is_some(), "{id} missing");
@@ -860,7 +885,7 @@ nixos login: nixos (automatic login)
         }
         d.feed_line(12_001, &"x".repeat(5_000_000));
         assert_eq!(ids(&d), ["serial-flood"]);
-        assert_eq!(d.last_text().unwrap().1.len(), MAX_FINDING_TEXT);
+        assert_eq!(d.last_text.len(), MAX_FINDING_TEXT);
     }
 
     /// Throughput on a generated 20 MB flood (run with `--nocapture` to see the figure).

@@ -3,13 +3,12 @@
 //! One binary, one module per verb; `main` only parses flags and dispatches.
 //! Exit codes are shared by every verb (see `exit`).
 
-#![allow(dead_code)] // TEMPORARY while verbs are being written; removed at integration.
-
 mod accel;
 mod analyze;
 mod archive_logs;
 mod bench;
 mod build_image;
+mod clean;
 mod diagnose;
 mod doctor;
 mod exit;
@@ -17,7 +16,6 @@ mod fixture;
 mod nix;
 mod project;
 mod ui;
-mod clean;
 mod vm;
 mod vm_test;
 

@@ -30,10 +30,7 @@ pub fn locate() -> Option<NixBinary> {
             return Some(NixBinary { path, on_path: true });
         }
     }
-    known_locations()
-        .into_iter()
-        .find(|p| is_executable(p))
-        .map(|path| NixBinary { path, on_path: false })
+    known_locations().into_iter().find(|p| is_executable(p)).map(|path| NixBinary { path, on_path: false })
 }
 
 fn is_executable(p: &camino::Utf8Path) -> bool {

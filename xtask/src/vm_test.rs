@@ -165,7 +165,11 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     let chosen = choose_image(args, progress).map_err(|e| {
         // Ctrl-C during a build also stops the builder (same process group): that is the
         // interruption, not a broken image.
-        if crate::vm::interrupted() { Failure::interrupted(Phase::Qemu) } else { infra("image-missing", e) }
+        if crate::vm::interrupted() {
+            Failure::interrupted(Phase::Qemu)
+        } else {
+            infra("image-missing", e)
+        }
     })?;
     let iso = Utf8PathBuf::from(&chosen.path);
     rec.image = chosen;
@@ -186,7 +190,10 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
             return Err(Failure::fail(
                 Phase::Bootloader,
                 p.finding,
-                format!("preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)", p.message, p.fix),
+                format!(
+                    "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
+                    p.message, p.fix
+                ),
             ));
         }
         progress.note(&format!(
@@ -240,7 +247,8 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         ..Default::default()
     };
     let listener = serial::listen(&spec.serial_sock).map_err(|e| infra("qemu-start-failed", e))?;
-    let transcript = Transcript::create(&rec.dir.join("transcript.log"), Instant::now()).map_err(|e| infra("harness-error", e))?;
+    let transcript =
+        Transcript::create(&rec.dir.join("transcript.log"), Instant::now()).map_err(|e| infra("harness-error", e))?;
     rec.begin(Phase::Qemu);
     progress.phase("qemu");
     let stderr_log = rec.dir.join("qemu.stderr.log");
@@ -300,13 +308,22 @@ fn session(
     transcript: Transcript,
     progress: &mut Progress,
 ) -> Result<(), Failure> {
-    let stream = serial::accept(listener, Duration::from_secs(20), &mut || vm.try_wait().is_none()).map_err(|stop| match stop {
-        Stop::Interrupted => Failure::interrupted(Phase::Qemu),
-        Stop::Eof => Failure::infra(Phase::Qemu, "qemu-start-failed", "QEMU exited before connecting its serial port"),
-        other => Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QEMU did not connect its serial port: {other}")),
-    })?;
+    let stream = serial::accept(listener, Duration::from_secs(20), &mut || vm.try_wait().is_none()).map_err(
+        |stop| match stop {
+            Stop::Interrupted => Failure::interrupted(Phase::Qemu),
+            Stop::Eof => {
+                Failure::infra(Phase::Qemu, "qemu-start-failed", "QEMU exited before connecting its serial port")
+            }
+            other => Failure::infra(
+                Phase::Qemu,
+                "qemu-start-failed",
+                format!("QEMU did not connect its serial port: {other}"),
+            ),
+        },
+    )?;
     let serial_progress = std::mem::replace(progress, Progress::silent());
-    let serial = Serial::new(stream, &rec.dir, serial_progress).map_err(|e| Failure::infra(Phase::Qemu, "harness-error", format!("{e:#}")))?;
+    let serial = Serial::new(stream, &rec.dir, serial_progress)
+        .map_err(|e| Failure::infra(Phase::Qemu, "harness-error", format!("{e:#}")))?;
     let mut guest = Guest::new(serial, transcript);
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
     guest.transcript.log(&format!("QEMU pid {} started: {}", vm.pid, rec.qemu.command.join(" ")));
@@ -335,7 +352,9 @@ fn session(
 fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Result<(), Failure> {
     // qemu: running and answering QMP.
     let mut qmp = vm.qmp().map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QMP: {e:#}")))?;
-    let status = qmp.execute("query-status", None).map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("{e:#}")))?;
+    let status = qmp
+        .execute("query-status", None)
+        .map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("{e:#}")))?;
     guest.transcript.log(&format!("QMP query-status: {status}"));
     drop(qmp);
 
@@ -355,7 +374,8 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
 
     guest.enter(rec, Phase::Checks);
     checks::run_all(guest, rec, &t.checks)?;
-    let failed_check = rec.checks.iter().find(|c| c.status == "fail").map(|c| (c.name.clone(), c.finding.clone(), c.detail.clone()));
+    let failed_check =
+        rec.checks.iter().find(|c| c.status == "fail").map(|c| (c.name.clone(), c.finding.clone(), c.detail.clone()));
 
     if args.keep {
         rec.end_current();
@@ -376,19 +396,29 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
 /// Guest `poweroff` as root; QEMU exits by itself (`-no-reboot`). If not within 60 s, the
 /// ladder takes over and the phase fails (the image does not power off).
 fn power_off(guest: &mut Guest, vm: &mut Qemu, rec: &mut Record) -> Result<(), Failure> {
-    guest.type_line("poweroff", "poweroff\n").map_err(|s| Failure::from_stop(Phase::Poweroff, s, &mut guest.serial, "poweroff"))?;
+    guest
+        .type_line("poweroff", "poweroff\n")
+        .map_err(|s| Failure::from_stop(Phase::Poweroff, s, &mut guest.serial, "poweroff"))?;
     match guest.serial.wait_until(Wait::new(Duration::from_secs(60), None), &mut |s| s.eof()) {
         Ok(()) | Err(Stop::Eof) => {
             if vm.wait_timeout(Duration::from_secs(10)).is_some() {
                 rec.qemu.stopped_by = Some("guest-poweroff".into());
                 return Ok(());
             }
-            Err(Failure::fail(Phase::Poweroff, "poweroff-failed", "the serial line closed but QEMU did not exit within 10 s"))
+            Err(Failure::fail(
+                Phase::Poweroff,
+                "poweroff-failed",
+                "the serial line closed but QEMU did not exit within 10 s",
+            ))
         }
         Err(Stop::Deadline) => {
             let rung = vm.stop(Duration::from_secs(10));
             rec.qemu.stopped_by = Some(rung.to_string());
-            Err(Failure::fail(Phase::Poweroff, "poweroff-failed", format!("`poweroff` did not stop the guest within 60 s; QEMU stopped by {rung}")))
+            Err(Failure::fail(
+                Phase::Poweroff,
+                "poweroff-failed",
+                format!("`poweroff` did not stop the guest within 60 s; QEMU stopped by {rung}"),
+            ))
         }
         Err(s) => Err(Failure::from_stop(Phase::Poweroff, s, &mut guest.serial, "waiting for the guest to power off")),
     }
@@ -431,7 +461,14 @@ fn choose_image(args: &Args, progress: &mut Progress) -> Result<Image> {
 
 fn image(iso: Utf8PathBuf, source: &str, fault: Option<String>) -> Result<Image> {
     let size_bytes = fs_err::metadata(&iso)?.len();
-    Ok(Image { path: iso.into_string(), size_bytes, source: source.to_string(), fault, store_path: None, nar_hash: None })
+    Ok(Image {
+        path: iso.into_string(),
+        size_bytes,
+        source: source.to_string(),
+        fault,
+        store_path: None,
+        nar_hash: None,
+    })
 }
 
 /// `fixture` or `fixture:FAULT` → the fault variant (usage error otherwise).

@@ -251,8 +251,12 @@ fn a_generated_flood_is_read_in_one_pass() {
     while log.len() < 20_000_000 {
         n += 1;
         log.extend_from_slice(
-            format!("[{:>5}.{:06}] \x1b[1mflood\x1b[0m line {n} \x0e lqqk \x0f payload payload payload\r\n", n / 1000, n % 1000)
-                .as_bytes(),
+            format!(
+                "[{:>5}.{:06}] \x1b[1mflood\x1b[0m line {n} \x0e lqqk \x0f payload payload payload\r\n",
+                n / 1000,
+                n % 1000
+            )
+            .as_bytes(),
         );
     }
     log.extend_from_slice(b"\x1b[1;32m[nixos@nixos:~]$\x1b[0m ");

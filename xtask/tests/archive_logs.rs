@@ -90,7 +90,12 @@ fn archive_twice_keeps_one_copy_and_says_nothing_changed() {
     assert_eq!(listing(&docs.join("boot-logs")), [format!("{STAMP}-serial.log")]);
     assert_eq!(
         listing(&docs.join("test-reports")),
-        [format!("{STAMP}-boot-image-vm-test.log"), format!("{STAMP}-boot-image-vm-test.md"), "README.md".into(), "ledger.jsonl".into()]
+        [
+            format!("{STAMP}-boot-image-vm-test.log"),
+            format!("{STAMP}-boot-image-vm-test.md"),
+            "README.md".into(),
+            "ledger.jsonl".into()
+        ]
     );
     let snapshot = contents(&docs);
 
@@ -149,7 +154,8 @@ fn cleaned_logs_have_no_escapes_and_keep_all_text() {
         assert!(text.contains(kept), "missing {kept:?} in\n{text}");
     }
     // The transcript is redacted, and the rest of it kept.
-    let transcript = fs::read_to_string(docs.join("test-reports").join(format!("{STAMP}-boot-image-vm-test.log"))).unwrap();
+    let transcript =
+        fs::read_to_string(docs.join("test-reports").join(format!("{STAMP}-boot-image-vm-test.log"))).unwrap();
     assert!(!transcript.contains("b3BlbnNzaC1rZXkt") && !transcript.contains("ghp_"), "{transcript}");
     assert!(transcript.contains("[archive-logs: private key block redacted]\n"));
     assert!(transcript.contains("$ id -u\n0\n") && transcript.ends_with("poweroff\n"));
@@ -187,7 +193,10 @@ fn ledger_line_parses_and_the_index_lists_runs_newest_first() {
     assert!(newer_at < older_at, "newest first:\n{index}");
     assert!(index.contains(&format!("[serial](../boot-logs/{STAMP}-serial.log)")), "{index}");
     assert!(index.contains(&format!("[report]({STAMP}-boot-image-vm-test.md)")), "{index}");
-    assert!(index.contains("Median phase times (last 1 passing runs)") && index.contains("| kernel | 5.5 | 1 |"), "{index}");
+    assert!(
+        index.contains("Median phase times (last 1 passing runs)") && index.contains("| kernel | 5.5 | 1 |"),
+        "{index}"
+    );
     // Every linked file exists.
     for href in index.split("](").skip(1).filter_map(|s| s.split(')').next()) {
         assert!(docs.join("test-reports").join(href).exists(), "dangling link {href}");

@@ -103,11 +103,8 @@ fn text(o: &Output) -> (String, String) {
 
 /// The metadata.json of the only run directory under `out`.
 fn metadata(out: &Path) -> Value {
-    let dirs: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let dirs: Vec<PathBuf> =
+        std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     assert_eq!(dirs.len(), 1, "one run directory expected: {dirs:?}");
     let m = std::fs::read_to_string(dirs[0].join("metadata.json")).unwrap();
     assert!(dirs[0].join("build.log").is_file());
@@ -141,7 +138,8 @@ fn builds_a_local_flake_resolves_the_iso_and_records_it() {
     assert_eq!(m["exit_code"], 0);
     assert_eq!(m["progress"]["builds"]["done"], 1);
     assert_eq!(m["progress"]["builds"]["expected"], 1);
-    let phases: Vec<&str> = m["progress"]["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    let phases: Vec<&str> =
+        m["progress"]["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
     assert_eq!(phases, ["buildPhase", "installPhase"]);
     assert!(m["nix"]["version"].as_str().unwrap().contains("nix"), "{m}");
     assert!(m["flake"].as_str().unwrap().starts_with("path:"), "{m}");
@@ -343,7 +341,8 @@ fn interrupt_stops_nix_and_records_the_run() {
     std::thread::spawn(move || {
         let _ = wtx.send(child.wait().unwrap());
     });
-    let status = wrx.recv_timeout(Duration::from_secs(20)).expect("xtask stops within 20 s of SIGINT, not after the 60 s build");
+    let status =
+        wrx.recv_timeout(Duration::from_secs(20)).expect("xtask stops within 20 s of SIGINT, not after the 60 s build");
     seen.extend(rx.try_iter());
     assert_eq!(status.code(), Some(130), "{seen:#?}");
     let m = metadata(&t.out);
@@ -566,7 +565,10 @@ fn eval_boot_image_module() -> Value {
 in import {} {{ inherit lib pkgs; }}"#,
         module.display()
     );
-    let o = Command::new("nix-instantiate").args(["--eval", "--strict", "--json", "--read-write-mode", "-E", &expr]).output().unwrap();
+    let o = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "--read-write-mode", "-E", &expr])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }

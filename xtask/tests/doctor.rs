@@ -83,7 +83,12 @@ fn doctor(home: &Home, args: &[&str]) -> Output {
         .env_remove("VIRTUAL_ENV")
         .output()
         .unwrap();
-    eprintln!("cargo xtask doctor {} took {:.2}s (exit {:?})", args.join(" "), t.elapsed().as_secs_f64(), out.status.code());
+    eprintln!(
+        "cargo xtask doctor {} took {:.2}s (exit {:?})",
+        args.join(" "),
+        t.elapsed().as_secs_f64(),
+        out.status.code()
+    );
     out
 }
 
@@ -120,7 +125,10 @@ fn user_guard_fix_end_to_end() {
     assert_eq!(guard["status"], "fail", "{guard}");
     assert!(guard["detail"].as_str().unwrap().contains("without the USER guard"), "{guard}");
     assert!(guard["fix"].as_str().unwrap().contains("cargo xtask doctor --fix"), "{guard}");
-    assert!(guard["fix"].as_str().unwrap().contains(r#"export USER=$(id -un); . "$HOME/.nix-profile/etc/profile.d/nix.sh""#));
+    assert!(guard["fix"]
+        .as_str()
+        .unwrap()
+        .contains(r#"export USER=$(id -un); . "$HOME/.nix-profile/etc/profile.d/nix.sh""#));
     assert_eq!(check(&all, "user-env")["status"], "warn");
 
     // Dry run: shows the diff, writes nothing.
@@ -134,7 +142,11 @@ fn user_guard_fix_end_to_end() {
     assert!(stdout(&fix).contains("added the USER guard before the existing nix.sh line 3"), "{}", stdout(&fix));
     let fixed = std::fs::read(home.profile()).unwrap();
     let text = String::from_utf8_lossy(&fixed);
-    assert_eq!(text.matches("profile.d/nix.sh").count(), 2, "guard goes before the installer line, no second sourcing:\n{text}");
+    assert_eq!(
+        text.matches("profile.d/nix.sh").count(),
+        2,
+        "guard goes before the installer line, no second sourcing:\n{text}"
+    );
     assert!(home.path.join(".profile.nixos-boot-iso.bak").exists(), "one backup before the first change");
 
     // Fixed: the same USER-less login shell now gets the profile's nix.
@@ -232,7 +244,21 @@ fn accelerators_json_and_plain_output_on_this_machine() {
             assert!(c["fix"].is_null(), "{c}");
         }
     }
-    for name in ["nix", "nix-features", "user-env", "user-guard", "venv", "qemu", "qemu-img", "kvm", "tcg", "ovmf", "disk-nix-store", "disk-runs", "fixture-tools"] {
+    for name in [
+        "nix",
+        "nix-features",
+        "user-env",
+        "user-guard",
+        "venv",
+        "qemu",
+        "qemu-img",
+        "kvm",
+        "tcg",
+        "ovmf",
+        "disk-nix-store",
+        "disk-runs",
+        "fixture-tools",
+    ] {
         assert!(names.contains(name), "check {name} missing");
     }
 
@@ -247,7 +273,10 @@ fn accelerators_json_and_plain_output_on_this_machine() {
     match kvm["status"].as_str().unwrap() {
         "ok" => assert!(detail.contains("Linux version"), "{kvm}"),
         "warn" => {
-            assert!(detail.starts_with("KVM unusable here: ") && detail.ends_with("TCG will be used, boots ~5-10x slower"), "{kvm}");
+            assert!(
+                detail.starts_with("KVM unusable here: ") && detail.ends_with("TCG will be used, boots ~5-10x slower"),
+                "{kvm}"
+            );
             eprintln!("kvm on this machine: {detail}");
         }
         other => panic!("kvm must be ok or warn, got {other}: {kvm}"),
@@ -275,7 +304,13 @@ fn venv_checks_follow_repo() {
 
 #[test]
 fn usage_errors_exit_2() {
-    for args in [&["doctor", "--bogus"][..], &["doctor", "--dry-run"], &["doctor", "--fix", "--revert"], &["doctor", "--json", "--fix"], &["doctor", "--repo", "/nonexistent/dir"]] {
+    for args in [
+        &["doctor", "--bogus"][..],
+        &["doctor", "--dry-run"],
+        &["doctor", "--fix", "--revert"],
+        &["doctor", "--json", "--fix"],
+        &["doctor", "--repo", "/nonexistent/dir"],
+    ] {
         let out = xtask().args(args).env("HOME", "/nonexistent-home").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }

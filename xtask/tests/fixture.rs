@@ -57,7 +57,8 @@ fn shell_scripts_pass_shellcheck() {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let is_shell = path.extension().is_some_and(|e| e == "sh")
-                || std::fs::read_to_string(&path).is_ok_and(|t| t.starts_with("#!") && t.lines().next().unwrap().contains("sh"));
+                || std::fs::read_to_string(&path)
+                    .is_ok_and(|t| t.starts_with("#!") && t.lines().next().unwrap().contains("sh"));
             if path.is_file() && is_shell {
                 files.push(path);
             }
@@ -240,7 +241,9 @@ impl Vm {
         if let Some(disk) = disk {
             cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.path().join("qemu.stderr")).unwrap());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("qemu.stderr")).unwrap());
         // SAFETY: prctl is async-signal-safe; QEMU dies with the test process.
         unsafe {
             cmd.pre_exec(|| {
@@ -257,7 +260,10 @@ impl Vm {
                 Ok((s, _)) => break s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if let Some(status) = child.try_wait().unwrap() {
-                        panic!("qemu exited ({status}) before connecting: {}", read_lossy(&dir.path().join("qemu.stderr")));
+                        panic!(
+                            "qemu exited ({status}) before connecting: {}",
+                            read_lossy(&dir.path().join("qemu.stderr"))
+                        );
                     }
                     assert!(started.elapsed() < Duration::from_secs(20), "qemu did not connect its serial line");
                     poll_fd(std::os::fd::AsRawFd::as_raw_fd(&listener), Duration::from_millis(200));

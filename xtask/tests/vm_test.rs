@@ -66,7 +66,9 @@ fn check<'a>(run: &'a Run, name: &str) -> &'a Value {
 }
 
 fn assert_record_complete(run: &Run) {
-    for f in ["serial.log", "serial.txt", "transcript.log", "qemu.stderr.log", "metadata.json", "report.md", "junit.xml"] {
+    for f in
+        ["serial.log", "serial.txt", "transcript.log", "qemu.stderr.log", "metadata.json", "report.md", "junit.xml"]
+    {
         assert!(run.dir.join(f).exists(), "{f} missing in {}", run.dir.display());
     }
     assert_eq!(run.meta["schema"], 1);
@@ -254,7 +256,8 @@ fn killing_the_harness_leaves_no_qemu() {
         assert!(!pid_alive(qemu_pid), "QEMU {qemu_pid} survived the harness's {name}");
         if signal == libc::SIGINT {
             assert_eq!(status.code(), Some(130));
-            let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).unwrap()).unwrap();
+            let meta: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).unwrap()).unwrap();
             assert_eq!(meta["outcome"], "interrupted");
             assert!(dir.join("report.md").exists());
         }

@@ -22,8 +22,7 @@ impl Display {
         let bar = fancy.then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}")
-                    .expect("valid template"),
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_msg}").expect("valid template"),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar.set_message("evaluating…");

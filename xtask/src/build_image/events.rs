@@ -35,14 +35,32 @@ const RES_POST_BUILD_LOG_LINE: u64 = 107;
 /// What changed, for the display.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Update {
-    BuildStarted { drv: String, machine: Option<String> },
+    BuildStarted {
+        drv: String,
+        machine: Option<String>,
+    },
     /// `failed`: nix's failed-builds counter rose while it ran.
-    BuildStopped { drv: String, failed: bool },
-    Phase { drv: String, phase: String },
-    LogLine { drv: String, line: String },
-    Substituting { path: String, from: String },
+    BuildStopped {
+        drv: String,
+        failed: bool,
+    },
+    Phase {
+        drv: String,
+        phase: String,
+    },
+    LogLine {
+        drv: String,
+        line: String,
+    },
+    Substituting {
+        path: String,
+        from: String,
+    },
     /// A nix message: level 0 error, 1 warning, 2 notice, 3 info, then chattier levels.
-    Message { level: u64, text: String },
+    Message {
+        level: u64,
+        text: String,
+    },
     /// Counters changed.
     Progress,
 }
@@ -196,8 +214,7 @@ impl Tracker {
                 vec![Update::Phase { drv, phase }]
             }
             RES_PROGRESS => {
-                let counts =
-                    Counts { done: num(0), expected: num(1), running: num(2), failed: num(3) };
+                let counts = Counts { done: num(0), expected: num(1), running: num(2), failed: num(3) };
                 match self.kinds.get(&id) {
                     Some(&ACT_BUILDS) => self.builds = counts,
                     Some(&ACT_COPY_PATHS) => self.downloads = counts,

@@ -29,10 +29,9 @@ pub fn parse_build_json(stdout: &str) -> Result<(String, Option<String>)> {
 pub fn parse_nar_hash(json: &str, store_path: &str) -> Option<String> {
     let v: Value = serde_json::from_str(json.trim()).ok()?;
     let info = match &v {
-        Value::Array(items) => items
-            .iter()
-            .find(|i| i["path"].as_str() == Some(store_path))
-            .or_else(|| items.first())?,
+        Value::Array(items) => {
+            items.iter().find(|i| i["path"].as_str() == Some(store_path)).or_else(|| items.first())?
+        }
         Value::Object(map) => map.get(store_path).or_else(|| map.values().next())?,
         _ => return None,
     };
@@ -107,11 +106,8 @@ fn walk(dir: &Utf8Path, out: &mut Vec<Utf8PathBuf>) -> Result<()> {
 
 fn listing(base: &Utf8Path, files: &[Utf8PathBuf]) -> String {
     const MAX: usize = 20;
-    let mut lines: Vec<String> = files
-        .iter()
-        .take(MAX)
-        .map(|f| format!("  {}", f.strip_prefix(base).unwrap_or(f)))
-        .collect();
+    let mut lines: Vec<String> =
+        files.iter().take(MAX).map(|f| format!("  {}", f.strip_prefix(base).unwrap_or(f))).collect();
     if files.is_empty() {
         lines.push("  (empty)".into());
     }

@@ -109,11 +109,8 @@ fn nix_features(_: &Ctx) -> Verdict {
         .map(|v| v.split_whitespace().collect())
         .unwrap_or_default();
     let flakes = features.contains(&"flakes");
-    let missing: Vec<&str> = [("nix-command", nix_command), ("flakes", flakes)]
-        .iter()
-        .filter(|(_, on)| !on)
-        .map(|(n, _)| *n)
-        .collect();
+    let missing: Vec<&str> =
+        [("nix-command", nix_command), ("flakes", flakes)].iter().filter(|(_, on)| !on).map(|(n, _)| *n).collect();
     if missing.is_empty() {
         return Verdict::ok("nix-command and flakes are enabled");
     }
@@ -155,7 +152,9 @@ fn user_guard(_: &Ctx) -> Verdict {
     let bin = home.join(".nix-profile/bin");
     let probe = match login_shell_without_user(&home) {
         Ok(p) => p,
-        Err(e) => return Verdict::fail(format!("USER-less login shell probe failed: {e:#}"), "cargo xtask doctor --fix"),
+        Err(e) => {
+            return Verdict::fail(format!("USER-less login shell probe failed: {e:#}"), "cargo xtask doctor --fix")
+        }
     };
     let on_path = probe.path.split(':').any(|d| Utf8Path::new(d) == bin);
     let fix = format!("cargo xtask doctor --fix   (in a broken shell now: {})", profile::MANUAL_RECOVERY);
@@ -213,7 +212,10 @@ fn tool_version(tool: &str, package: &str) -> Verdict {
             let first = o.stdout.lines().next().unwrap_or("").trim().to_string();
             Verdict::ok(format!("{first} ({})", path.display()))
         }
-        Ok(o) => Verdict::fail(format!("{tool} --version failed: {}", o.stderr.trim()), format!("sudo apt-get install --reinstall {package}")),
+        Ok(o) => Verdict::fail(
+            format!("{tool} --version failed: {}", o.stderr.trim()),
+            format!("sudo apt-get install --reinstall {package}"),
+        ),
         Err(e) => Verdict::fail(format!("{e:#}"), format!("sudo apt-get install --reinstall {package}")),
     }
 }
@@ -284,7 +286,8 @@ const OVMF: &[(&str, &str)] = &[
 fn ovmf(_: &Ctx) -> Verdict {
     for (code, vars) in OVMF {
         if Utf8Path::new(code).is_file() {
-            let vars = if !vars.is_empty() && Utf8Path::new(vars).is_file() { format!(" + {vars}") } else { String::new() };
+            let vars =
+                if !vars.is_empty() && Utf8Path::new(vars).is_file() { format!(" + {vars}") } else { String::new() };
             return Verdict::ok(format!("UEFI firmware {code}{vars}"));
         }
     }

@@ -168,7 +168,10 @@ pub fn run_checks(specs: Vec<Spec>, ctx: Arc<Ctx>) -> Vec<CheckResult> {
         match rx.recv_timeout(wait) {
             Ok((i, verdict, took)) => {
                 let verdict = verdict.unwrap_or_else(|panic| {
-                    Verdict::fail(format!("the check crashed: {panic}"), "report this as a doctor bug (other checks are unaffected)")
+                    Verdict::fail(
+                        format!("the check crashed: {panic}"),
+                        "report this as a doctor bug (other checks are unaffected)",
+                    )
                 });
                 slots[i] = Some(result(&specs[i], verdict, took));
             }
@@ -176,7 +179,10 @@ pub fn run_checks(specs: Vec<Spec>, ctx: Arc<Ctx>) -> Vec<CheckResult> {
                 let now = Instant::now();
                 for i in pending.into_iter().filter(|&i| started + specs[i].time_box <= now) {
                     let v = Verdict::fail(
-                        format!("did not finish within its {:.1}s time box (hung); abandoned", specs[i].time_box.as_secs_f64()),
+                        format!(
+                            "did not finish within its {:.1}s time box (hung); abandoned",
+                            specs[i].time_box.as_secs_f64()
+                        ),
                         format!("investigate what `{}` waits for; the other checks are unaffected", specs[i].name),
                     );
                     slots[i] = Some(result(&specs[i], v, specs[i].time_box));
@@ -247,10 +253,15 @@ pub fn render(results: &[CheckResult], elapsed: Duration, fancy: bool) -> String
         }
     }
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
-    let (ok, warn, fail, skipped) = (count(Status::Ok), count(Status::Warn), count(Status::Fail), count(Status::Skipped));
+    let (ok, warn, fail, skipped) =
+        (count(Status::Ok), count(Status::Warn), count(Status::Fail), count(Status::Skipped));
     let summary = format!("{ok} ok, {warn} warn, {fail} fail, {skipped} skipped in {:.2}s", elapsed.as_secs_f64());
     let verdict = if fail > 0 {
-        ui::paint(fancy, Tone::Bad, &format!("doctor: {summary} — run the fix lines above, then `cargo xtask doctor` again"))
+        ui::paint(
+            fancy,
+            Tone::Bad,
+            &format!("doctor: {summary} — run the fix lines above, then `cargo xtask doctor` again"),
+        )
     } else if warn > 0 {
         ui::paint(fancy, Tone::Warn, &format!("doctor: {summary} — usable; the warnings say what is slower or missing"))
     } else {

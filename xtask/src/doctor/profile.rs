@@ -89,8 +89,12 @@ const NL: &[u8] = b"\n";
 
 /// Where our block is, as line indexes (BEGIN, END inclusive).
 fn find_block(lines: &[Line<'_>]) -> Result<Option<(usize, usize)>, String> {
-    let begins: Vec<usize> =
-        lines.iter().enumerate().filter(|(_, l)| trimmed(l.content).starts_with(BEGIN_PREFIX)).map(|(i, _)| i).collect();
+    let begins: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| trimmed(l.content).starts_with(BEGIN_PREFIX))
+        .map(|(i, _)| i)
+        .collect();
     let ends: Vec<usize> =
         lines.iter().enumerate().filter(|(_, l)| trimmed(l.content).starts_with(END_PREFIX)).map(|(i, _)| i).collect();
     match (begins.as_slice(), ends.as_slice()) {
@@ -310,7 +314,8 @@ mod tests {
         let dot = b". \"$HOME/.nix-profile/etc/profile.d/nix.sh\"\n";
         let fixed = round_trip(dot);
         assert!(fixed.ends_with(dot) && fixed.starts_with(BEGIN.as_bytes()));
-        let multi = b"x=1\nif [ -e ~/.nix-profile/etc/profile.d/nix.sh ]; then\n  . ~/.nix-profile/etc/profile.d/nix.sh\nfi\n";
+        let multi =
+            b"x=1\nif [ -e ~/.nix-profile/etc/profile.d/nix.sh ]; then\n  . ~/.nix-profile/etc/profile.d/nix.sh\nfi\n";
         let fixed = round_trip(multi);
         assert!(String::from_utf8(fixed).unwrap().starts_with(&format!("x=1\n{BEGIN}\n{GUARD}\n{END}\nif [ -e")));
     }
@@ -361,7 +366,10 @@ mod tests {
         let mut later = fixed.clone();
         later.extend_from_slice(format!("{INSTALLER_LINE}\n").as_bytes());
         let refixed = edit(&later, true);
-        assert_eq!(String::from_utf8(refixed.clone()).unwrap(), format!("a\n{BEGIN}\n{GUARD}\n{END}\n{INSTALLER_LINE}\n"));
+        assert_eq!(
+            String::from_utf8(refixed.clone()).unwrap(),
+            format!("a\n{BEGIN}\n{GUARD}\n{END}\n{INSTALLER_LINE}\n")
+        );
         assert_eq!(fix(&refixed, true).unwrap(), Fix::AlreadyDone);
     }
 

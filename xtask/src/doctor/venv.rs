@@ -15,8 +15,7 @@ fn paths(ctx: &Ctx) -> (Utf8PathBuf, Utf8PathBuf) {
 
 fn nothing_here(ctx: &Ctx) -> Option<Verdict> {
     let (req, venv) = paths(ctx);
-    (!req.exists() && !venv.exists())
-        .then(|| Verdict::skipped(format!("no {REQUIREMENTS} or .venv in {}", ctx.repo)))
+    (!req.exists() && !venv.exists()).then(|| Verdict::skipped(format!("no {REQUIREMENTS} or .venv in {}", ctx.repo)))
 }
 
 fn create_fix(ctx: &Ctx) -> String {
@@ -56,7 +55,10 @@ pub fn active(ctx: &Ctx) -> Verdict {
     let same = |a: &str| std::fs::canonicalize(a).ok() == std::fs::canonicalize(&venv).ok();
     match active {
         Some(a) if same(&a) => Verdict::ok(format!("active (VIRTUAL_ENV={a})")),
-        Some(a) => Verdict::warn(format!("another venv is active: VIRTUAL_ENV={a}"), format!("deactivate; . {venv}/bin/activate")),
+        Some(a) => Verdict::warn(
+            format!("another venv is active: VIRTUAL_ENV={a}"),
+            format!("deactivate; . {venv}/bin/activate"),
+        ),
         None => Verdict::warn("not active (VIRTUAL_ENV is unset)", format!(". {venv}/bin/activate")),
     }
 }
@@ -124,7 +126,8 @@ pub fn read_requirements(path: &Utf8Path, depth: u32) -> anyhow::Result<BTreeSet
         if line.starts_with('-') || line.contains("://") || line.starts_with('.') || line.starts_with('/') {
             continue;
         }
-        let name: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
+        let name: String =
+            line.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
         if !name.is_empty() {
             names.insert(normalise(&name));
         }

@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 static KERNEL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?m)Linux version \d|^\[\s*\d+\.\d+\] |Decompressing Linux").unwrap());
 static INIT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?m)Run /\S+ as init process|<<< NixOS Stage [12] >>>|^Welcome to |systemd\[1\]: |^\[init\]|^Starting init").unwrap()
+    Regex::new(
+        r"(?m)Run /\S+ as init process|<<< NixOS Stage [12] >>>|^Welcome to |systemd\[1\]: |^\[init\]|^Starting init",
+    )
+    .unwrap()
 });
 /// agetty's autologin line: `nixos login: nixos (automatic login)`.
-pub static AUTOLOGIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(\S+) login: (\S+) \(automatic login\)").unwrap());
+pub static AUTOLOGIN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(\S+) login: (\S+) \(automatic login\)").unwrap());
 /// The second half of the autologin line when it arrives after `login: `.
 static AUTOLOGIN_REST: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*(\S+) \(automatic login\)").unwrap());
 /// A login prompt waiting for input: `login: ` at the very end of what arrived.
@@ -46,16 +50,20 @@ pub fn follow(guest: &mut Guest, rec: &mut Record, t: &Timeouts, qemu_started: I
     guest.enter(rec, Phase::Bootloader);
     loop {
         let phase = rec.current();
-        let markers: Vec<(Phase, &Regex)> = [(Phase::Kernel, &*KERNEL), (Phase::Init, &*INIT), (Phase::Login, &*AUTOLOGIN), (Phase::Login, &*LOGIN_PROMPT)]
-            .into_iter()
-            .filter(|(p, _)| *p > phase)
-            .collect();
+        let markers: Vec<(Phase, &Regex)> = [
+            (Phase::Kernel, &*KERNEL),
+            (Phase::Init, &*INIT),
+            (Phase::Login, &*AUTOLOGIN),
+            (Phase::Login, &*LOGIN_PROMPT),
+        ]
+        .into_iter()
+        .filter(|(p, _)| *p > phase)
+        .collect();
         let res: Vec<&Regex> = markers.iter().map(|(_, r)| *r).collect();
         let stall = if phase >= Phase::Init { t.init_stall } else { t.stall };
-        let hit = guest
-            .serial
-            .expect(&res, Wait { deadline, stall: Some(stall) })
-            .map_err(|stop| Failure::from_stop(phase, stop, &mut guest.serial, &format!("waiting for the end of the {phase} phase")))?;
+        let hit = guest.serial.expect(&res, Wait { deadline, stall: Some(stall) }).map_err(|stop| {
+            Failure::from_stop(phase, stop, &mut guest.serial, &format!("waiting for the end of the {phase} phase"))
+        })?;
         let (next, re) = markers[hit.index];
         if next > phase {
             guest.transcript.log(&format!("saw {:?}", hit.group(0).trim()));

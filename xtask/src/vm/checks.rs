@@ -72,7 +72,12 @@ impl Checker<'_> {
     }
 
     /// Runs `command` every 2 s until `done` says so or `timeout` passes; returns the last output.
-    fn poll(&mut self, command: &str, timeout: Duration, done: &dyn Fn(&Output) -> bool) -> Result<(Output, bool), Failure> {
+    fn poll(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+        done: &dyn Fn(&Output) -> bool,
+    ) -> Result<(Output, bool), Failure> {
         let deadline = Instant::now() + timeout;
         loop {
             let out = self.run(command)?;
@@ -122,7 +127,8 @@ impl Checker<'_> {
 
     fn tools(&mut self) -> Result<Check, Failure> {
         let list = TOOLS.join(" ");
-        let out = self.run(&format!(r#"for t in {list}; do printf '%s=%s\n' "$t" "$(command -v "$t" || echo MISSING)"; done"#))?;
+        let out = self
+            .run(&format!(r#"for t in {list}; do printf '%s=%s\n' "$t" "$(command -v "$t" || echo MISSING)"; done"#))?;
         let missing: Vec<&str> = out.text.lines().filter_map(|l| l.strip_suffix("=MISSING")).collect();
         let found = out.text.lines().filter(|l| l.contains('=') && !l.ends_with("=MISSING")).count();
         Ok(if missing.is_empty() && found == TOOLS.len() {
@@ -136,15 +142,19 @@ impl Checker<'_> {
     }
 
     fn storage_status(&mut self) -> Result<Check, Failure> {
-        let (out, done) =
-            self.poll("cat /run/pre-nixos/storage-status", self.t.storage, &|o| o.text.lines().any(|l| l.starts_with("STATE=")))?;
+        let (out, done) = self.poll("cat /run/pre-nixos/storage-status", self.t.storage, &|o| {
+            o.text.lines().any(|l| l.starts_with("STATE="))
+        })?;
         let value = |key: &str| out.text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").trim().to_string();
         let (state, detail) = (value("STATE="), value("DETAIL="));
         if done && state == "applied" && detail == "auto-applied" {
             return Ok(check("pass", "STATE=applied DETAIL=auto-applied"));
         }
         let (what, finding) = if !done {
-            (format!("no STATE= in /run/pre-nixos/storage-status after {:.0} s", self.t.storage.as_secs_f64()), "unit-stuck")
+            (
+                format!("no STATE= in /run/pre-nixos/storage-status after {:.0} s", self.t.storage.as_secs_f64()),
+                "unit-stuck",
+            )
         } else if detail == "detection-error" {
             (format!("STATE={state} DETAIL={detail}"), "storage-detection-error")
         } else if state == "plan-only" {
@@ -180,7 +190,11 @@ impl Checker<'_> {
         }
         let mut c = check("fail", format!("no IPv4 address on `lan` after {:.0} s", self.t.network.as_secs_f64()));
         c.finding = Some("check-failed".into());
-        c.evidence = format!("$ ip -o -4 addr show dev lan\n{}\n{}", out.text, self.evidence("network", &["ip addr", "ip route"])?);
+        c.evidence = format!(
+            "$ ip -o -4 addr show dev lan\n{}\n{}",
+            out.text,
+            self.evidence("network", &["ip addr", "ip route"])?
+        );
         Ok(c)
     }
 
@@ -190,7 +204,9 @@ impl Checker<'_> {
         }
         let cmd = "systemctl show -p LoadState -p ActiveState -p SubState -p Result pre-nixos.service";
         let (out, done) = self.poll(cmd, self.t.unit, &|o| {
-            o.text.contains("LoadState=not-found") || o.text.contains("ActiveState=inactive") || o.text.contains("ActiveState=failed")
+            o.text.contains("LoadState=not-found")
+                || o.text.contains("ActiveState=inactive")
+                || o.text.contains("ActiveState=failed")
         })?;
         let props = out.text.split_whitespace().collect::<Vec<_>>().join(" ");
         let (status, finding) = if out.text.contains("LoadState=not-found") {
@@ -215,15 +231,26 @@ impl Checker<'_> {
     }
 
     fn serial_line(&mut self) -> Result<Check, Failure> {
-        let waited = self.guest.serial.wait_until(Wait::new(self.t.serial_line, None), &mut |s| s.seen(LAN_LINE).is_some());
+        let waited =
+            self.guest.serial.wait_until(Wait::new(self.t.serial_line, None), &mut |s| s.seen(LAN_LINE).is_some());
         match waited {
             Ok(()) | Err(Stop::Deadline) => {}
-            Err(s) => return Err(Failure::from_stop(Phase::Checks, s, &mut self.guest.serial, "waiting for `LAN IPv4 address:`")),
+            Err(s) => {
+                return Err(Failure::from_stop(
+                    Phase::Checks,
+                    s,
+                    &mut self.guest.serial,
+                    "waiting for `LAN IPv4 address:`",
+                ))
+            }
         }
         Ok(match self.guest.serial.seen(LAN_LINE) {
             Some((line, text)) => check("pass", format!("serial line {line}: {}", text.trim())),
             None => {
-                let mut c = check("fail", format!("no `LAN IPv4 address:` line on serial within {:.0} s", self.t.serial_line.as_secs_f64()));
+                let mut c = check(
+                    "fail",
+                    format!("no `LAN IPv4 address:` line on serial within {:.0} s", self.t.serial_line.as_secs_f64()),
+                );
                 // The line went to /dev/console; with ttyS0 not last that is not the serial port.
                 let console_not_last = self.guest.serial.findings().iter().any(|f| f.id == "console-not-last");
                 c.finding = Some(if console_not_last { "console-not-last" } else { "check-failed" }.into());

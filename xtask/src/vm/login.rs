@@ -49,7 +49,12 @@ pub struct Timeouts {
 }
 
 /// Login phase: ends when a shell prompt appeared. Returns the user we are logged in as.
-pub fn login(guest: &mut Guest, greeting: Greeting, creds: Option<&Credentials>, t: &Timeouts) -> Result<String, Failure> {
+pub fn login(
+    guest: &mut Guest,
+    greeting: Greeting,
+    creds: Option<&Credentials>,
+    t: &Timeouts,
+) -> Result<String, Failure> {
     let phase = Phase::Login;
     let mut at_prompt = false;
     let user = match greeting {
@@ -65,26 +70,38 @@ pub fn login(guest: &mut Guest, greeting: Greeting, creds: Option<&Credentials>,
                     "the console shows a `login:` prompt (no autologin); pass `--login USER[:PASSWORD]`",
                 ));
             };
-            guest.type_line(&creds.user, &format!("{}\n", creds.user)).map_err(|s| stop(phase, s, guest, "typing the user name"))?;
+            guest
+                .type_line(&creds.user, &format!("{}\n", creds.user))
+                .map_err(|s| stop(phase, s, guest, "typing the user name"))?;
             let hit = guest
                 .serial
                 .expect(&[&*PASSWORD, &*PROMPT, &*REFUSED], Wait::new(t.step, Some(t.step)))
                 .map_err(|s| stop(phase, s, guest, "waiting for a password prompt or shell after the user name"))?;
             if hit.index == 0 {
                 let pw = creds.password.clone().unwrap_or_default();
-                guest.type_line("(password)", &format!("{pw}\n")).map_err(|s| stop(phase, s, guest, "typing the password"))?;
+                guest
+                    .type_line("(password)", &format!("{pw}\n"))
+                    .map_err(|s| stop(phase, s, guest, "typing the password"))?;
                 let hit = guest
                     .serial
                     .expect(&[&*PROMPT, &*REFUSED, &*crate::vm::boot::LOGIN_PROMPT], Wait::new(t.step, Some(t.step)))
                     .map_err(|s| stop(phase, s, guest, "waiting for a shell after the password"))?;
                 if hit.index != 0 {
-                    return Err(Failure::fail(phase, "login-prompt", format!("login as {} was refused: {}", creds.user, hit.group(0).trim())));
+                    return Err(Failure::fail(
+                        phase,
+                        "login-prompt",
+                        format!("login as {} was refused: {}", creds.user, hit.group(0).trim()),
+                    ));
                 }
                 at_prompt = true;
             } else if hit.index == 1 {
                 at_prompt = true;
             } else if hit.index == 2 {
-                return Err(Failure::fail(phase, "login-prompt", format!("login as {} was refused: {}", creds.user, hit.group(0).trim())));
+                return Err(Failure::fail(
+                    phase,
+                    "login-prompt",
+                    format!("login as {} was refused: {}", creds.user, hit.group(0).trim()),
+                ));
             }
             creds.user.clone()
         }
@@ -110,7 +127,11 @@ pub fn settle_shell(guest: &mut Guest, t: &Timeouts) -> Result<u32, Failure> {
         match guest.uid(timeout) {
             Ok(Some(uid)) => return Ok(uid),
             Ok(None) => {
-                return Err(Failure::fail(phase, "guest-unresponsive", "the shell answered `id -u` with something that is not a number"))
+                return Err(Failure::fail(
+                    phase,
+                    "guest-unresponsive",
+                    "the shell answered `id -u` with something that is not a number",
+                ))
             }
             Err(f) if attempt == 0 && matches!(f.stop, Stop::Deadline) => {
                 guest.transcript.log("no answer yet; sending the setup and `id -u` once more");
@@ -122,7 +143,12 @@ pub fn settle_shell(guest: &mut Guest, t: &Timeouts) -> Result<u32, Failure> {
 }
 
 /// Root phase: `sudo -i`, then `su -`; root only when `id -u` prints 0. Returns how.
-pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Timeouts) -> Result<&'static str, Failure> {
+pub fn escalate(
+    guest: &mut Guest,
+    uid: u32,
+    creds: Option<&Credentials>,
+    t: &Timeouts,
+) -> Result<&'static str, Failure> {
     let phase = Phase::Root;
     if uid == 0 {
         guest.transcript.log("already root (id -u = 0)");
@@ -146,7 +172,11 @@ pub fn escalate(guest: &mut Guest, uid: u32, creds: Option<&Credentials>, t: &Ti
         }
         tried.push(format!("`{method}`: {outcome}, id -u = {}", uid.map_or("?".to_string(), |u| u.to_string())));
     }
-    Err(Failure::fail(phase, "escalation-failed", format!("could not become root from uid {uid}: {}", tried.join("; "))))
+    Err(Failure::fail(
+        phase,
+        "escalation-failed",
+        format!("could not become root from uid {uid}: {}", tried.join("; ")),
+    ))
 }
 
 /// Lets the prompt that follows the last command arrive, then forgets it, so the next
@@ -170,7 +200,9 @@ fn dialogue(guest: &mut Guest, password: &str, t: &Timeouts) -> Result<String, S
                 if answered >= 1 {
                     // A second prompt: the password was wrong. Cancel instead of guessing.
                     guest.type_line("^C (cancel the password prompt)", "\x03")?;
-                    let _ = guest.serial.expect(&[&*PROMPT], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(3))));
+                    let _ = guest
+                        .serial
+                        .expect(&[&*PROMPT], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(3))));
                     return Ok(format!("password refused ({})", hit.group(0).trim()));
                 }
                 answered += 1;
@@ -179,7 +211,8 @@ fn dialogue(guest: &mut Guest, password: &str, t: &Timeouts) -> Result<String, S
             Ok(hit) if hit.index == 1 => return Ok("shell prompt".to_string()),
             Ok(hit) => {
                 let refusal = hit.group(0).trim().to_string();
-                let _ = guest.serial.expect(&[&*PROMPT], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(3))));
+                let _ =
+                    guest.serial.expect(&[&*PROMPT], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(3))));
                 return Ok(format!("refused: {refusal}"));
             }
             // Quiet without a recognisable prompt: let `id -u` tell where we are.

@@ -35,12 +35,6 @@ pub struct Preflight {
     pub problems: Vec<Problem>,
 }
 
-impl Preflight {
-    pub fn failed(&self) -> bool {
-        self.problems.iter().any(|p| p.fail)
-    }
-}
-
 /// A problem in the boot configuration, with its catalogue finding id.
 #[derive(Debug, Clone)]
 pub struct Problem {
@@ -91,10 +85,7 @@ pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
 
 /// Problems with the serial console in a kernel command line.
 pub fn console_problems(cmdline: &str) -> Vec<Problem> {
-    let consoles: Vec<&str> = cmdline
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("console="))
-        .collect();
+    let consoles: Vec<&str> = cmdline.split_whitespace().filter_map(|w| w.strip_prefix("console=")).collect();
     let is_serial = |c: &&str| c.starts_with("ttyS0");
     let fix = "set `boot.kernelParams = [ \"console=tty0\" \"console=ttyS0,115200n8\" ];` (ttyS0 last) so the serial port becomes /dev/console";
     if !consoles.iter().any(is_serial) {
@@ -133,11 +124,11 @@ pub fn isolinux_default_cmdline(cfg: &str) -> Option<String> {
         let (key, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest = rest.trim();
         match key.to_ascii_uppercase().as_str() {
-            "DEFAULT" | "ONTIMEOUT" if default.is_none() || key.eq_ignore_ascii_case("ONTIMEOUT") => {
-                // `DEFAULT menu.c32` names a UI module, not a label.
-                if !rest.ends_with(".c32") {
-                    default = Some(rest.to_string());
-                }
+            // `DEFAULT menu.c32` names a UI module, not a label; ONTIMEOUT wins over DEFAULT.
+            "DEFAULT" | "ONTIMEOUT"
+                if !rest.ends_with(".c32") && (default.is_none() || key.eq_ignore_ascii_case("ONTIMEOUT")) =>
+            {
+                default = Some(rest.to_string());
             }
             "LABEL" => entries.push((rest.to_string(), None)),
             "APPEND" => {
@@ -346,7 +337,8 @@ mod tests {
         std::fs::create_dir_all(tree.join("isolinux")).unwrap();
         std::fs::create_dir_all(tree.join("boot/deep/er")).unwrap();
         std::fs::write(tree.join("boot/deep/er/filler.bin"), vec![7u8; 5000]).unwrap();
-        std::fs::write(tree.join("isolinux/isolinux.cfg"), NIXOS_ISOLINUX.replace(" console=ttyS0,115200n8", "")).unwrap();
+        std::fs::write(tree.join("isolinux/isolinux.cfg"), NIXOS_ISOLINUX.replace(" console=ttyS0,115200n8", ""))
+            .unwrap();
         for (name, extra) in [("rr.iso", &["-R", "-J"][..]), ("plain.iso", &[][..])] {
             let iso = dir.path().join(name);
             let status = std::process::Command::new("xorriso")
@@ -360,7 +352,7 @@ mod tests {
             let iso = camino::Utf8PathBuf::from_path_buf(iso).unwrap();
             let pf = check_iso(&iso).unwrap();
             assert_eq!(pf.config.as_deref(), Some("isolinux/isolinux.cfg"), "{name}");
-            assert!(pf.failed(), "{name}: {pf:?}");
+            assert!(pf.problems.iter().any(|p| p.fail), "{name}: {pf:?}");
             assert_eq!(pf.problems[0].finding, "serial-silent-after-bootloader");
         }
         // Not an ISO at all, and a missing file: infrastructure errors that say so.

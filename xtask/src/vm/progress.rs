@@ -20,7 +20,9 @@ impl Progress {
     pub fn new(fancy: bool, start: Instant) -> Progress {
         let bar = fancy.then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {prefix:>10} {elapsed:>4} {wide_msg}").expect("template"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {prefix:>10} {elapsed:>4} {wide_msg}").expect("template"),
+            );
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
@@ -29,7 +31,14 @@ impl Progress {
 
     /// No output at all (tests of the layers below).
     pub fn silent() -> Progress {
-        Progress { bar: None, start: Instant::now(), phase: String::new(), last_draw: Instant::now(), last_plain: Instant::now(), quiet: true }
+        Progress {
+            bar: None,
+            start: Instant::now(),
+            phase: String::new(),
+            last_draw: Instant::now(),
+            last_plain: Instant::now(),
+            quiet: true,
+        }
     }
 
     fn stamp(&self) -> String {

@@ -75,7 +75,13 @@ pub fn version(binary: &Utf8Path) -> Result<String> {
     let out = Command::new(binary).arg("--version").output().with_context(|| format!("running {binary} --version"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or("");
-    Ok(first.strip_prefix("QEMU emulator version ").unwrap_or(first).split_whitespace().next().unwrap_or("").to_string())
+    Ok(first
+        .strip_prefix("QEMU emulator version ")
+        .unwrap_or(first)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// Creates the per-run scratch disk: a sparse qcow2 that costs nothing until written.
@@ -135,9 +141,9 @@ impl Qemu {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| {
-            crate::exit::infra(format!("cannot start {}: {e}; install `qemu-system-x86`", spec.binary))
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| crate::exit::infra(format!("cannot start {}: {e}; install `qemu-system-x86`", spec.binary)))?;
         Ok(Qemu { pid: child.id(), child: Some(child), started: Instant::now(), qmp_sock: spec.qmp_sock.clone() })
     }
 
@@ -221,7 +227,9 @@ impl Qmp {
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() >= end => return Err(e).with_context(|| format!("connecting to QMP at {path}")),
+                Err(e) if Instant::now() >= end => {
+                    return Err(e).with_context(|| format!("connecting to QMP at {path}"))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };

@@ -231,7 +231,10 @@ impl Record {
     /// Writes metadata.json atomically (and, once finished, report.md and junit.xml).
     pub fn write(&self) -> Result<()> {
         let value = self.to_json();
-        crate::project::write_atomic(&self.dir.join("metadata.json"), serde_json::to_string_pretty(&value)?.as_bytes())?;
+        crate::project::write_atomic(
+            &self.dir.join("metadata.json"),
+            serde_json::to_string_pretty(&value)?.as_bytes(),
+        )?;
         if self.finished {
             write_reports(&self.dir, &value)?;
         }

@@ -43,8 +43,21 @@ pub fn markdown(meta: &Value) -> String {
         let _ = writeln!(out, "\n## Verdict\n");
         let _ = writeln!(out, "- Phase: **{}**", s(verdict, "phase"));
         let _ = writeln!(out, "- Finding: `{}`", s(verdict, "finding"));
+        if let Some(detail) = verdict.get("detail").and_then(Value::as_str).filter(|d| !d.is_empty()) {
+            let _ = writeln!(out, "- What happened: {detail}");
+        }
         let _ = writeln!(out, "- Likely cause: {}", s(verdict, "cause"));
         let _ = writeln!(out, "- Fix: {}", s(verdict, "fix"));
+        let last: Vec<&str> = meta
+            .pointer("/serial/last_lines")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !last.is_empty() {
+            let _ = writeln!(out, "\nLast serial lines (clean):\n\n```text\n{}\n```", last.join("\n"));
+        }
     }
 
     let _ = writeln!(out, "\n## Phases\n\n| phase | seconds | status |\n|---|---:|---|");
@@ -166,8 +179,9 @@ pub fn junit(meta: &Value) -> String {
         cases.push(Case {
             name: format!("check {}", s(c, "name")),
             seconds: "0".into(),
-            failure: (status == "fail")
-                .then(|| (s(c, "detail").to_string(), c.get("evidence").and_then(Value::as_str).unwrap_or("").to_string())),
+            failure: (status == "fail").then(|| {
+                (s(c, "detail").to_string(), c.get("evidence").and_then(Value::as_str).unwrap_or("").to_string())
+            }),
             skipped: status == "skip",
         });
     }
@@ -175,7 +189,10 @@ pub fn junit(meta: &Value) -> String {
         cases.push(Case {
             name: format!("phase {}", s(v, "phase")),
             seconds: "0".into(),
-            failure: Some((s(v, "finding").to_string(), format!("Likely cause: {}\nFix: {}", s(v, "cause"), s(v, "fix")))),
+            failure: Some((
+                s(v, "finding").to_string(),
+                format!("Likely cause: {}\nFix: {}", s(v, "cause"), s(v, "fix")),
+            )),
             skipped: false,
         });
     }
@@ -190,7 +207,8 @@ pub fn junit(meta: &Value) -> String {
         xml_escape(s(meta, "started_at"))
     );
     for c in cases {
-        let _ = write!(out, "  <testcase classname=\"vm-test\" name=\"{}\" time=\"{}\"", xml_escape(&c.name), c.seconds);
+        let _ =
+            write!(out, "  <testcase classname=\"vm-test\" name=\"{}\" time=\"{}\"", xml_escape(&c.name), c.seconds);
         match (c.failure, c.skipped) {
             (Some((message, body)), _) => {
                 let _ = writeln!(
@@ -223,7 +241,9 @@ mod tests {
                      "command": ["qemu-system-x86_64", "-append", "a b"]},
             "phases": [{"phase": "qemu", "seconds": 0.1, "status": "ok"}, {"phase": "root", "seconds": 3.0, "status": "failed"}],
             "checks": [],
-            "verdict": {"phase": "root", "finding": "escalation-failed", "cause": "sudo asked for a password", "fix": "wheelNeedsPassword = false"},
+            "verdict": {"phase": "root", "finding": "escalation-failed", "cause": "sudo asked for a password", "fix": "wheelNeedsPassword = false",
+                        "detail": "sudo -i and su - both asked for a password"},
+            "serial": {"last_lines": ["[sudo] password for nixos:", "su: Authentication failure"]},
             "findings": [{"id": "escalation-failed", "line": 40, "text": "[sudo] password for nixos: <x|y>"}]
         })
     }
@@ -233,6 +253,8 @@ mod tests {
         let md = markdown(&failed_run());
         assert!(md.contains("# vm-test 2026-11-25T18:18:17Z — FAIL"));
         assert!(md.contains("- Finding: `escalation-failed`"));
+        assert!(md.contains("- What happened: sudo -i and su - both asked"));
+        assert!(md.contains("```text\n[sudo] password for nixos:\nsu: Authentication failure\n```"));
         assert!(md.contains("| root | 3.0 | failed |"));
         assert!(md.contains("<x\\|y>"));
         assert!(md.contains("qemu-system-x86_64 -append 'a b'"));

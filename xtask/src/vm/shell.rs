@@ -75,7 +75,10 @@ impl Guest {
 
     /// Makes the current shell boring. Its effect is proven by the next framed command.
     pub fn make_boring(&mut self) -> Result<(), Stop> {
-        self.type_line("(make the shell boring) stty -echo; bracketed paste off; PS1='$ '; TERM=dumb; pagers off", BORING)
+        self.type_line(
+            "(make the shell boring) stty -echo; bracketed paste off; PS1='$ '; TERM=dumb; pagers off",
+            BORING,
+        )
     }
 
     /// Runs `command` (one line, stdin from /dev/null) and returns its output and exit status.

@@ -73,7 +73,11 @@ impl Failure {
             }
             Stop::Stall(d) => {
                 if let Some(f) = serial.silence().into_iter().next() {
-                    return Failure::fail(phase, f.id, format!("{what}: no serial output for {:.0} s; {}", d.as_secs_f64(), f.text));
+                    return Failure::fail(
+                        phase,
+                        f.id,
+                        format!("{what}: no serial output for {:.0} s; {}", d.as_secs_f64(), f.text),
+                    );
                 }
                 let finding = if shell_phase {
                     "guest-unresponsive"
