@@ -1,4 +1,4 @@
-//! `cargo xtask archive-logs` on hand-built run directories (the CONTRACTS.md layout),
+//! `cargo xtask archive-logs` on hand-built run directories (the layout in docs/vm-test.md),
 //! archived into a temporary docs directory (`--docs-dir`).
 
 mod common;

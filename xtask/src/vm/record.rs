@@ -1,4 +1,4 @@
-//! The run record: `metadata.json` (schema 1, see CONTRACTS.md), written early, rewritten at
+//! The run record: `metadata.json` (schema 1, see docs/vm-test.md), written early, rewritten at
 //! every phase change and at the end — also on failure, QEMU crash and Ctrl-C — plus
 //! `report.md` and `junit.xml` rendered from the same JSON value.
 
