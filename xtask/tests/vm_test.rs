@@ -109,6 +109,20 @@ fn missing_iso_is_an_infrastructure_error() {
 }
 
 #[test]
+fn corrupt_iso_is_an_infrastructure_error_before_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("truncated.iso");
+    std::fs::write(&iso, vec![0u8; 40_000]).unwrap();
+    let run = vm_test(&["--iso", iso.to_str().unwrap(), "--accel", "tcg"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(said.contains("not a readable ISO 9660 image"), "{said}");
+    assert!(said.contains("rebuild it"), "{said}");
+    assert_eq!(run.meta["outcome"], "infra");
+    assert!(run.meta["qemu"]["pid"].is_null(), "QEMU must not start for a corrupt ISO");
+}
+
+#[test]
 fn fixture_passes_end_to_end() {
     let Some(_vm) = tools("fixture_passes_end_to_end") else { return };
     let run = vm_test(&["--image", "fixture", "--accel", "auto"]);
