@@ -648,6 +648,25 @@ mod tests {
         d
     }
 
+    /// systemd redraws its start-job line with CR and no LF: after cleaning, each redraw is
+    /// a line, so a job running for minutes is seen however long it redraws.
+    #[test]
+    fn start_job_redraws_reach_unit_stuck_through_the_cleaner() {
+        let mut raw = b"[  OK  ] Reached target Basic System.\r\n".to_vec();
+        for s in 0..200 {
+            raw.extend_from_slice(
+                format!(
+                    "\r\x1b[K[ ***  ] A start job is running for Pre-NixOS setup ({}min {}s / no limit)",
+                    s / 60,
+                    s % 60
+                )
+                .as_bytes(),
+            );
+        }
+        let d = run(&crate::clean::clean_all(&raw));
+        assert!(ids(&d).contains(&"unit-stuck"), "{:?}", ids(&d));
+    }
+
     fn ids(d: &Detector) -> Vec<&'static str> {
         d.findings().iter().map(|f| f.id).collect()
     }
