@@ -161,7 +161,7 @@ pub fn junit(meta: &Value) -> String {
         .iter()
         .filter(|p| boot_phases.contains(&s(p, "phase")))
         .filter_map(|p| p.get("seconds").and_then(Value::as_f64))
-        .sum();
+        .fold(0.0, |a, b| a + b);
     let boot_failed = verdict.filter(|v| boot_phases.contains(&s(v, "phase")));
     let mut cases = vec![Case {
         name: "boot to a verified root shell".into(),
@@ -185,7 +185,10 @@ pub fn junit(meta: &Value) -> String {
             skipped: status == "skip",
         });
     }
-    if let Some(v) = verdict.filter(|v| !boot_phases.contains(&s(v, "phase")) && s(v, "phase") != "checks") {
+    // A verdict after the boot (the guest stopped answering during the checks, QEMU died at
+    // poweroff, ...) gets its own failing case unless a failed check already carries it.
+    let a_check_failed = cases.iter().any(|c| c.failure.is_some());
+    if let Some(v) = verdict.filter(|v| !boot_phases.contains(&s(v, "phase")) && !a_check_failed) {
         cases.push(Case {
             name: format!("phase {}", s(v, "phase")),
             seconds: "0".into(),
@@ -272,6 +275,21 @@ mod tests {
         assert!(xml.contains("tests=\"3\" failures=\"1\""));
         assert!(xml.contains("message=\"no &lt;inet&gt;\""));
         assert!(!xml.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn a_verdict_during_the_checks_without_a_failed_check_fails_the_suite() {
+        let run = json!({"outcome": "fail", "phases": [],
+            "checks": [{"name": "tools", "status": "pass"}],
+            "verdict": {"phase": "checks", "finding": "guest-unresponsive", "cause": "c", "fix": "f"}});
+        let xml = junit(&run);
+        assert!(xml.contains("tests=\"3\" failures=\"1\""), "{xml}");
+        assert!(xml.contains("name=\"phase checks\" time=\"0\"><failure message=\"guest-unresponsive\">"), "{xml}");
+        // A failed check already carries the verdict: no extra case.
+        let run = json!({"outcome": "fail", "phases": [],
+            "checks": [{"name": "lvm", "status": "fail", "detail": "no VG main"}],
+            "verdict": {"phase": "checks", "finding": "check-failed", "cause": "c", "fix": "f"}});
+        assert!(junit(&run).contains("tests=\"2\" failures=\"1\""));
     }
 
     #[test]
