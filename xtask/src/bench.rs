@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Accelerator passed to vm-test and used for the baseline
-    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     pub accel: String,
     /// Print the figures as JSON (also written to bench.json in the bench directory)
     #[arg(long)]
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<u8> {
     let mut baseline = Vec::new();
     for i in 1..=args.runs {
         let run_dir = dir.join(format!("harness-{i}"));
-        let meta = harness_run(&iso, &run_dir, &args.accel)?;
+        let meta = harness_run(&run_dir, &args.accel)?;
         let prompt = meta.pointer("/milestones/prompt").and_then(Value::as_f64);
         eprintln!(
             "bench: harness run {i}: {} in {:.1}s, prompt at {}",
@@ -69,22 +69,26 @@ pub fn run(args: Args) -> Result<u8> {
     Ok(if all_passed { exit::OK } else { exit::FAILED })
 }
 
-/// One `vm-test --iso` run in a child process; returns its metadata.json.
-fn harness_run(iso: &Utf8Path, run_dir: &Utf8Path, accel: &str) -> Result<Value> {
+/// One `vm-test --image fixture` run in a child process (exactly what a user runs); returns
+/// its metadata.json.
+fn harness_run(run_dir: &Utf8Path, accel: &str) -> Result<Value> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let log = fs_err::File::create(run_dir.with_extension("log"))?.into_parts().0;
+    let log_path = run_dir.with_extension("log");
+    let log = fs_err::File::create(&log_path)?.into_parts().0;
     let status = std::process::Command::new(exe)
-        .args(["vm-test", "--iso", iso.as_str(), "--accel", accel, "--run-dir", run_dir.as_str()])
+        .args(["vm-test", "--image", "fixture", "--accel", accel, "--run-dir", run_dir.as_str()])
         .env("NO_COLOR", "1")
         .stdout(log.try_clone()?)
         .stderr(log)
         .status()
         .context("running vm-test")?;
-    let meta: Value = serde_json::from_slice(&fs_err::read(run_dir.join("metadata.json"))?)?;
-    if status.code() == Some(exit::INFRA as i32) {
-        bail!(exit::infra(format!("vm-test could not run (exit 3); see {run_dir}/transcript.log")));
+    let code = status.code().unwrap_or(-1);
+    if code == exit::INFRA as i32 || code == exit::USAGE as i32 || code == exit::INTERRUPTED as i32 {
+        bail!(exit::infra(format!("vm-test could not run (exit {code}); see {log_path}")));
     }
-    Ok(meta)
+    let meta = fs_err::read(run_dir.join("metadata.json"))
+        .map_err(|e| exit::infra(format!("vm-test (exit {code}) left no metadata.json: {e}; see {log_path}")))?;
+    Ok(serde_json::from_slice(&meta)?)
 }
 
 /// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
