@@ -25,8 +25,10 @@ const OVERLAP: usize = 1024;
 /// read was small and recent), wait this long before the next `poll()` so one read takes a
 /// whole burst: ~100× fewer syscalls and regex passes in a flood, at most this much latency.
 const COALESCE: Duration = Duration::from_millis(1);
-/// A line longer than this is cut and fed to the detector anyway (flood without newlines).
-const MAX_LINE: usize = 8192;
+/// Of a line, only this prefix is kept for the detector, watches and tail: the same prefix
+/// offline `analyze` examines, so live and offline findings agree; the rest of an endless
+/// line (flood without newlines) is still logged but costs no memory.
+const LINE_PREFIX: usize = crate::diagnose::MATCH_PREFIX;
 /// Lines kept for verdicts ("the last lines").
 const TAIL_LINES: usize = 40;
 /// Finding ids that end the run at once: waiting longer cannot change the outcome.
@@ -312,18 +314,18 @@ impl Serial {
         self.scanned = self.scanned.saturating_sub(cut);
     }
 
+    /// One detector entry per real line (line numbers match serial.txt), each cut to its
+    /// first `LINE_PREFIX` bytes.
     fn feed_lines(&mut self, clean: &str) {
         for piece in clean.split_inclusive('\n') {
-            if let Some(text) = piece.strip_suffix('\n') {
-                self.partial.push_str(text);
+            let (text, complete) = match piece.strip_suffix('\n') {
+                Some(text) => (text, true),
+                None => (piece, false),
+            };
+            push_prefix(&mut self.partial, text, LINE_PREFIX);
+            if complete {
                 let line = std::mem::take(&mut self.partial);
                 self.complete_line(line);
-            } else {
-                self.partial.push_str(piece);
-                if self.partial.len() > MAX_LINE {
-                    let line = std::mem::take(&mut self.partial);
-                    self.complete_line(line);
-                }
             }
         }
     }
@@ -406,13 +408,8 @@ impl Serial {
             if let Some(stop) = self.should_stop(wait, started) {
                 return Err(stop);
             }
-            let now = Instant::now();
-            let mut slice = Duration::from_millis(500).min(wait.deadline.saturating_duration_since(now));
-            if let Some(stall) = wait.stall {
-                let idle = now - self.last_rx.max(started);
-                slice = slice.min(stall.saturating_sub(idle));
-            }
-            self.pump(slice.max(Duration::from_millis(1))).map_err(Stop::Io)?;
+            let slice = self.slice(wait, started);
+            self.pump(slice).map_err(Stop::Io)?;
         }
     }
 
@@ -426,8 +423,8 @@ impl Serial {
             if let Some(stop) = self.should_stop(wait, started) {
                 return Err(stop);
             }
-            let slice = Duration::from_millis(500).min(wait.deadline.saturating_duration_since(Instant::now()));
-            self.pump(slice.max(Duration::from_millis(1))).map_err(Stop::Io)?;
+            let slice = self.slice(wait, started);
+            self.pump(slice).map_err(Stop::Io)?;
         }
     }
 
@@ -440,6 +437,21 @@ impl Serial {
             }
         }
         self.flush_partial();
+    }
+
+    /// How long the next `pump` may block: up to 500 ms, the deadline, the stall window, or,
+    /// with a fatal finding pending, the rest of its grace (the deadline may have passed).
+    fn slice(&self, wait: Wait, started: Instant) -> Duration {
+        let now = Instant::now();
+        if let Some((_, at)) = &self.fatal {
+            return FATAL_GRACE.saturating_sub(at.elapsed()).max(Duration::from_millis(1));
+        }
+        let mut slice = Duration::from_millis(500).min(wait.deadline.saturating_duration_since(now));
+        if let Some(window) = wait.stall {
+            let idle = now - self.last_rx.max(started);
+            slice = slice.min(window.saturating_sub(idle));
+        }
+        slice.max(Duration::from_millis(1))
     }
 
     fn should_stop(&mut self, wait: Wait, started: Instant) -> Option<Stop> {
@@ -468,6 +480,19 @@ impl Serial {
         }
         None
     }
+}
+
+/// Appends to `line` as much of `text` as fits in `max` bytes (cut at a char boundary).
+fn push_prefix(line: &mut String, text: &str, max: usize) {
+    let room = max.saturating_sub(line.len());
+    if room == 0 {
+        return;
+    }
+    let mut end = room.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.push_str(&text[..end]);
 }
 
 #[cfg(test)]
@@ -536,8 +561,51 @@ mod tests {
         writer.join().unwrap();
         assert!(s.buf.len() <= MAX_BUFFER, "{}", s.buf.len());
         assert!(s.dropped > 0);
-        assert!(s.partial.len() <= MAX_LINE);
+        assert!(s.partial.len() <= LINE_PREFIX);
+        assert!(s.lines <= 1, "one line without a newline (counted at EOF), not one per cut: {}", s.lines);
         assert_eq!(s.bytes as usize, total);
         assert_eq!(std::fs::metadata(dir.path().join("serial.log")).unwrap().len() as usize, total);
+    }
+
+    #[test]
+    fn long_lines_count_once_and_are_cut_to_the_offline_prefix() {
+        let (mut s, mut guest, _dir) = pair();
+        // A 20 KiB line whose panic text lies beyond the prefix, a multi-byte char on the cut,
+        // then a short line: two lines, as in serial.txt, and no finding from beyond the prefix.
+        let mut long = "é".repeat(LINE_PREFIX); // 2 bytes each: the cut lands inside a char when odd
+        long.insert(0, 'x');
+        long.push_str("Kernel panic - not syncing: beyond the prefix");
+        long.push_str(&"y".repeat(20 * 1024));
+        long.push('\n');
+        long.push_str("second line\n");
+        let writer = std::thread::spawn(move || {
+            guest.write_all(long.as_bytes()).unwrap();
+            guest
+        });
+        let second = Regex::new(r"second line\n").unwrap();
+        s.expect(&[&second], Wait::new(Duration::from_secs(5), None)).unwrap();
+        let _guest = writer.join().unwrap();
+        assert_eq!(s.lines, 2);
+        assert!(s.findings().iter().all(|f| f.id != "kernel-panic"), "{:?}", s.findings());
+        assert!(s.partial.is_empty());
+    }
+
+    #[test]
+    fn a_pending_fatal_finding_waits_out_its_grace_without_spinning() {
+        let (mut s, mut guest, _dir) = pair();
+        guest.write_all(b"Kernel panic - not syncing: VFS: Unable to mount root fs\n").unwrap();
+        let never = Regex::new("never").unwrap();
+        // The deadline passes at once; the grace (2 s) still runs, in few polls.
+        let t = Instant::now();
+        match s.expect(&[&never], Wait::new(Duration::from_millis(1), None)) {
+            Err(Stop::Fatal(f)) => assert_eq!(f.id, "kernel-panic"),
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() >= FATAL_GRACE - Duration::from_millis(50));
+        let started = Instant::now() - Duration::from_secs(10);
+        s.fatal = Some((s.findings()[0].clone(), Instant::now()));
+        let slice = s.slice(Wait { deadline: started, stall: Some(Duration::from_secs(1)) }, started);
+        assert!(slice > Duration::from_secs(1), "{slice:?}");
+        drop(guest);
     }
 }
