@@ -122,9 +122,8 @@ pub fn settle_shell(guest: &mut Guest, t: &Timeouts) -> Result<u32, Failure> {
     // The first lines may race the shell's start (a getty or login flushing input): if the
     // first framed command gets no answer soon, say it all once more before judging.
     for attempt in 0..2 {
-        guest.make_boring().map_err(|s| stop(phase, s, guest, "sending the shell setup"))?;
         let timeout = if attempt == 0 { t.command.min(Duration::from_secs(10)) } else { t.command };
-        match guest.uid(timeout) {
+        match guest.make_boring(timeout).and_then(|()| guest.uid(timeout)) {
             Ok(Some(uid)) => return Ok(uid),
             Ok(None) => {
                 return Err(Failure::fail(
@@ -160,9 +159,16 @@ pub fn escalate(
         settle(guest)?;
         guest.type_line(method, line).map_err(|s| stop(phase, s, guest, method))?;
         let outcome = dialogue(guest, &password, t).map_err(|s| stop(phase, s, guest, method))?;
+        if outcome == NO_PROMPT {
+            // Perhaps a password prompt we do not recognise: cancel it, or the setup line and
+            // `id -u` would be read as the password. At a shell prompt ^C is harmless.
+            guest
+                .type_line("^C (cancel whatever waits for input)", "\x03")
+                .map_err(|s| stop(phase, s, guest, method))?;
+            let _ = guest.serial.expect(&[&*PROMPT], Wait::new(Duration::from_secs(5), Some(Duration::from_secs(2))));
+        }
         // Whatever the prompts said, ask the shell we are in now.
-        guest.make_boring().map_err(|s| stop(phase, s, guest, method))?;
-        let uid = match guest.uid(t.command) {
+        let uid = match guest.make_boring(t.command).and_then(|()| guest.uid(t.command)) {
             Ok(u) => u,
             Err(f) => return Err(command_failure(phase, f, guest)),
         };
@@ -191,6 +197,9 @@ fn settle(guest: &mut Guest) -> Result<(), Failure> {
     }
 }
 
+/// What `dialogue` reports when the guest went quiet without a prompt it recognises.
+const NO_PROMPT: &str = "no prompt seen";
+
 /// Answers password prompts until a shell prompt or a refusal; returns what happened.
 fn dialogue(guest: &mut Guest, password: &str, t: &Timeouts) -> Result<String, Stop> {
     let mut answered = 0;
@@ -216,7 +225,7 @@ fn dialogue(guest: &mut Guest, password: &str, t: &Timeouts) -> Result<String, S
                 return Ok(format!("refused: {refusal}"));
             }
             // Quiet without a recognisable prompt: let `id -u` tell where we are.
-            Err(Stop::Stall(_)) => return Ok("no prompt seen".to_string()),
+            Err(Stop::Stall(_)) => return Ok(NO_PROMPT.to_string()),
             Err(s) => return Err(s),
         }
     }

@@ -5,7 +5,8 @@
 //! the exit status follows in an end marker line. Both markers are assembled by the shell
 //! (`'N''|'`, `'__E_''N'`), so the echo of the typed command never matches them, and lines
 //! the guest broadcasts to the console meanwhile (no prefix) are ignored. One command at a
-//! time: the next is sent only after the previous end marker arrived.
+//! time: the next is sent only after the previous end marker arrived; the boring setup line
+//! has its own end marker too.
 
 use crate::vm::serial::{Serial, Stop, Wait};
 use crate::vm::transcript::Transcript;
@@ -44,9 +45,9 @@ impl std::fmt::Display for Failed {
     }
 }
 
-/// One line that makes an interactive bash (or busybox ash) predictable for a program.
+/// One line (sent with an end marker appended) that makes an interactive bash (or busybox ash) predictable for a program.
 pub const BORING: &str = "stty -echo 2>/dev/null; bind 'set enable-bracketed-paste off' 2>/dev/null; \
-unset PROMPT_COMMAND; PS1='$ '; PS2=''; export TERM=dumb PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 NO_COLOR=1 HISTFILE=/dev/null\n";
+unset PROMPT_COMMAND; PS1='$ '; PS2=''; export TERM=dumb PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 NO_COLOR=1 HISTFILE=/dev/null";
 
 impl Guest {
     pub fn new(serial: Serial, transcript: Transcript) -> Guest {
@@ -73,12 +74,28 @@ impl Guest {
         self.serial.send(text).map_err(Stop::Io)
     }
 
-    /// Makes the current shell boring. Its effect is proven by the next framed command.
-    pub fn make_boring(&mut self) -> Result<(), Stop> {
-        self.type_line(
-            "(make the shell boring) stty -echo; bracketed paste off; PS1='$ '; TERM=dumb; pagers off",
-            BORING,
-        )
+    /// Makes the current shell boring, in the shell itself (not a subshell: the settings must
+    /// stay), and waits for the end marker the same line prints, so nothing is typed ahead.
+    /// The marker is assembled by the shell (`'__B_''N'`), so the echo never matches it.
+    pub fn make_boring(&mut self, timeout: Duration) -> Result<(), Failed> {
+        let n = self.nonce();
+        let command = "(make the shell boring) stty -echo; bracketed paste off; PS1='$ '; TERM=dumb; pagers off";
+        self.transcript.log(&format!("send: {command}"));
+        self.serial.discard();
+        let bytes_before = self.serial.bytes;
+        let line = boring_line(&n);
+        if let Err(e) = self.serial.send(&line) {
+            return Err(Failed { command: command.to_string(), stop: Stop::Io(e), bytes_during: 0 });
+        }
+        let end = Regex::new(&format!(r"__B_{n}\n")).expect("setup marker regex");
+        match self.serial.expect(&[&end], Wait::new(timeout, None)) {
+            Ok(_) => Ok(()),
+            Err(stop) => {
+                let f = Failed { command: command.to_string(), stop, bytes_during: self.serial.bytes - bytes_before };
+                self.transcript.log(&format!("FAILED: {f}"));
+                Err(f)
+            }
+        }
     }
 
     /// Runs `command` (one line, stdin from /dev/null) and returns its output and exit status.
@@ -120,6 +137,11 @@ impl Guest {
         let out = self.run("id -u", timeout)?;
         Ok(parse_uid(&out.text))
     }
+}
+
+/// The setup line plus its end marker, printed by the same shell once the settings are made.
+fn boring_line(nonce: &str) -> String {
+    format!("{BORING}; printf '\\n%s\\n' '__B_''{nonce}'\n")
 }
 
 /// Keeps only the lines carrying this command's prefix, without it; drops the empty line the
@@ -170,5 +192,15 @@ mod tests {
         assert_eq!(parse_uid("20\x1b"), None);
         assert_eq!(parse_uid("uid=0(root)"), None);
         assert_eq!(parse_uid(""), None);
+    }
+
+    #[test]
+    fn boring_line_prints_a_marker_its_echo_does_not_contain() {
+        let line = boring_line("q1x1");
+        assert!(!line.contains("__B_q1x1"), "{line}");
+        assert_eq!(line.matches('\n').count(), 1, "one line: {line:?}");
+        let Ok(bash) = which::which("bash") else { return };
+        let out = std::process::Command::new(bash).args(["-c", &line]).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with("\n__B_q1x1\n"), "{out:?}");
     }
 }
