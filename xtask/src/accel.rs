@@ -14,13 +14,11 @@
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::process::{self, die_with_parent, Drained, KillOnDrop};
 use crate::project;
 
 /// How long a kernel gets to print its first line under KVM. A working KVM prints it after
@@ -209,53 +207,33 @@ enum Seen {
 fn watch(mut child: KillOnDrop, deadline: Duration) -> Result<Seen> {
     let mut stdout = child.0.stdout.take().context("qemu stdout")?;
     let mut stderr_pipe = child.0.stderr.take().context("qemu stderr")?;
-    let end = Instant::now() + deadline;
     let (mut serial, mut stderr) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
-    let mut buf = [0u8; 8192];
-    while out_open || err_open {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(Seen::Silent { serial_bytes: serial.len(), stderr });
-        }
-        let mut fds = [
-            libc::pollfd { fd: if out_open { stdout.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if err_open { stderr_pipe.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
-        ];
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: fds is a valid array of two pollfd structs for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+    let drained = process::read_both(
+        &mut stdout,
+        &mut stderr_pipe,
+        deadline,
+        |bytes| {
+            // Only the tail can complete a match split across reads.
+            let from = serial.len().saturating_sub(FIRST_LINE.len());
+            serial.extend_from_slice(bytes);
+            serial[from..].windows(FIRST_LINE.len()).any(|w| w == FIRST_LINE)
+        },
+        |bytes| {
+            if stderr.len() < 64 * 1024 {
+                stderr.extend_from_slice(bytes);
             }
-            return Err(err).context("poll on qemu output");
-        }
-        if fds[0].revents != 0 {
-            match stdout.read(&mut buf)? {
-                0 => out_open = false,
-                k => {
-                    // Only the tail can complete a match split across reads.
-                    let from = serial.len().saturating_sub(FIRST_LINE.len());
-                    serial.extend_from_slice(&buf[..k]);
-                    if serial[from..].windows(FIRST_LINE.len()).any(|w| w == FIRST_LINE) {
-                        return Ok(Seen::FirstLine);
-                    }
-                }
-            }
-        }
-        if fds[1].revents != 0 {
-            match stderr_pipe.read(&mut buf)? {
-                0 => err_open = false,
-                k if stderr.len() < 64 * 1024 => stderr.extend_from_slice(&buf[..k]),
-                _ => {}
-            }
+        },
+    )
+    .context("poll on qemu output")?;
+    match drained {
+        Drained::Stopped => Ok(Seen::FirstLine),
+        Drained::TimedOut => Ok(Seen::Silent { serial_bytes: serial.len(), stderr }),
+        Drained::Closed => {
+            // Both pipes closed: QEMU is gone (or going); reap it for its status.
+            let status = child.0.wait().context("waiting for qemu")?;
+            Ok(Seen::Exited { status: describe_status(status), stderr })
         }
     }
-    // Both pipes closed: QEMU is gone (or going); reap it for its status.
-    let status = child.0.wait().context("waiting for qemu")?;
-    Ok(Seen::Exited { status: describe_status(status), stderr })
 }
 
 fn describe_status(status: std::process::ExitStatus) -> String {
@@ -264,30 +242,6 @@ fn describe_status(status: std::process::ExitStatus) -> String {
         (Some(c), _) => format!("exit status {c}"),
         (None, Some(s)) => format!("killed by signal {s}{}", if s == libc::SIGABRT { ", an abort" } else { "" }),
         _ => status.to_string(),
-    }
-}
-
-/// Makes the kernel kill `cmd`'s process when we die, however we die. (Linux ties this to the
-/// spawning *thread*: spawn from a thread that outlives the child, as the probes do.)
-pub(crate) fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// A child process that is killed and reaped when dropped.
-pub(crate) struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
