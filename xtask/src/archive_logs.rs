@@ -15,8 +15,9 @@
 //! token-looking lines) are redacted, and the summary says so.
 
 use crate::diagnose::Phase;
-use crate::{clean, exit, project};
-use anyhow::{Context, Result};
+use crate::ui::human_bytes;
+use crate::{clean, exit, project, stats};
+use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use regex::Regex;
 use serde_json::{json, Value};
@@ -27,7 +28,8 @@ use std::sync::LazyLock;
     after_help = "Writes docs/boot-logs/<UTC>-serial.log (escapes removed), docs/test-reports/<UTC>-boot-image-vm-test.{log,md},\n\
 appends docs/test-reports/ledger.jsonl and regenerates docs/test-reports/README.md. Idempotent; refuses to overwrite a\n\
 different file; logs over 1 MiB keep head and tail; private keys and token-looking lines are redacted.\n\
-Exit codes: 0 archived or already archived, 2 usage, 3 refused or unreadable run."
+Exit codes: 0 archived or already archived, 2 usage, 3 refused (a differing file), no or unreadable run, invalid\n\
+metadata.json, or docs directory not writable."
 )]
 pub struct Args {
     /// Run directory to archive (target/vm-runs/<UTC>); without it, the newest run
@@ -96,7 +98,7 @@ impl Archived {
                 (Action::Unchanged, _) => "unchanged",
             };
             let shown = t.path.strip_prefix(&root).unwrap_or(&t.path);
-            out += &format!("  {verb:<13} {shown} ({})\n", human_bytes(t.bytes));
+            out += &format!("  {verb:<13} {shown} ({})\n", human_bytes(t.bytes as u64));
         }
         for n in &self.notes {
             out += &format!("  note: {n}\n");
@@ -167,7 +169,7 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     // The three archived copies.
     let serial_src = ["serial.log", "serial.txt"].map(|n| run_dir.join(n)).into_iter().find(|p| p.is_file());
     let serial_bytes = match &serial_src {
-        Some(p) => Some(fs_err::read(p)?),
+        Some(p) => Some(std::fs::read(p).map_err(|e| unreadable(p, e))?),
         None => {
             notes.push("the run has no serial.log: no boot log archived".into());
             None
@@ -183,14 +185,15 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     }
     let transcript = run_dir.join("transcript.log");
     if transcript.is_file() {
-        let text = prepare(&clean::clean_all(&fs_err::read(&transcript)?), &transcript, &mut redactions, &mut notes);
+        let bytes = std::fs::read(&transcript).map_err(|e| unreadable(&transcript, e))?;
+        let text = prepare(&clean::clean_all(&bytes), &transcript, &mut redactions, &mut notes);
         files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
     } else {
         notes.push("the run has no transcript.log".into());
     }
     let report_src = run_dir.join("report.md");
     let report = if report_src.is_file() {
-        Some(clean::clean_all(&fs_err::read(&report_src)?))
+        Some(clean::clean_all(&std::fs::read(&report_src).map_err(|e| unreadable(&report_src, e))?))
     } else {
         metadata.as_ref().map(crate::vm::report::markdown)
     };
@@ -214,7 +217,7 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Action::Create,
-            Err(e) => return Err(e).with_context(|| format!("reading {path}")),
+            Err(e) => return Err(unreadable(&path, e)),
         };
         targets.push(Target { path, action, bytes: text.len(), contents: text.into_bytes() });
     }
@@ -225,7 +228,7 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     let existing = match std::fs::read_to_string(&ledger_path) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {ledger_path}")),
+        Err(e) => return Err(unreadable(&ledger_path, e)),
     };
     let serial_clean = serial_bytes.as_deref().map(clean::clean_all);
     let line = ledger_line(&stamp, metadata.as_ref(), serial_clean.as_deref(), &targets, docs, redactions.total());
@@ -271,12 +274,24 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     if !dry_run {
         for t in &targets {
             if t.action != Action::Unchanged {
-                fs_err::create_dir_all(t.path.parent().expect("targets live in a directory"))?;
-                project::write_atomic(&t.path, &t.contents)?;
+                fs_err::create_dir_all(t.path.parent().expect("targets live in a directory"))
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| project::write_atomic(&t.path, &t.contents))
+                    .map_err(|e| {
+                        exit::infra(format!(
+                            "cannot write {}: {e:#}; files listed before it were written, archiving again completes the rest",
+                            t.path
+                        ))
+                    })?;
             }
         }
     }
     Ok(Archived { stamp, run_dir: run_dir.to_path_buf(), targets, notes, dry_run })
+}
+
+/// An input or target that cannot be read is an infrastructure error (exit 3), as `--help` says.
+fn unreadable(path: &Utf8Path, e: std::io::Error) -> anyhow::Error {
+    exit::infra(format!("cannot read {path}: {e}; check its permissions, then archive again"))
 }
 
 fn read_metadata(run_dir: &Utf8Path) -> Result<Option<Value>> {
@@ -286,7 +301,7 @@ fn read_metadata(run_dir: &Utf8Path) -> Result<Option<Value>> {
             .map(Some)
             .map_err(|e| exit::infra(format!("{path} is not valid JSON ({e}); fix or remove it, then archive again"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {path}")),
+        Err(e) => Err(unreadable(&path, e)),
     }
 }
 
@@ -321,7 +336,7 @@ fn prepare(text: &str, src: &Utf8Path, redactions: &mut Redactions, notes: &mut 
     if omitted > 0 {
         notes.push(format!(
             "{src}: {omitted} lines over the {} cap left out (head and tail kept)",
-            human_bytes(CAP_BYTES)
+            human_bytes(CAP_BYTES as u64)
         ));
     }
     text
@@ -398,30 +413,18 @@ fn cap(text: &str, cap: usize, src: &Utf8Path) -> (String, usize) {
         return (text.to_string(), 0);
     }
     let half = cap / 2;
-    let head_end = text[..half].rfind('\n').map_or(0, |p| p + 1);
-    let mut tail_start = text.len() - half;
-    while !text.is_char_boundary(tail_start) {
-        tail_start += 1;
-    }
-    tail_start = text[tail_start..].find('\n').map_or(text.len(), |p| tail_start + p + 1);
+    // Guest text: either cut point may fall inside a multibyte character.
+    let head_end = text[..text.floor_char_boundary(half)].rfind('\n').map_or(0, |p| p + 1);
+    let tail_start = text.ceil_char_boundary(text.len() - half);
+    let tail_start = text[tail_start..].find('\n').map_or(text.len(), |p| tail_start + p + 1);
     let middle = &text[head_end..tail_start];
     let lines = middle.matches('\n').count();
     let marker = format!(
         "[archive-logs: {lines} lines ({}) left out here to keep the archive under {}; the full log is {src}]\n",
-        human_bytes(middle.len()),
-        human_bytes(CAP_BYTES)
+        human_bytes(middle.len() as u64),
+        human_bytes(CAP_BYTES as u64)
     );
     (format!("{}{marker}{}", &text[..head_end], &text[tail_start..]), lines)
-}
-
-fn human_bytes(n: usize) -> String {
-    if n >= 1024 * 1024 {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-    } else if n >= 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{n} B")
-    }
 }
 
 /// One ledger line: what is needed to compare runs over time.
@@ -532,16 +535,6 @@ fn parse_ledger(text: &str, path: &Utf8Path, notes: &mut Vec<String>) -> Vec<Val
     entries
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// `docs/test-reports/README.md`: medians of the last passing runs, then every run, newest first.
 fn render_index(entries: &[Value]) -> String {
     let mut runs: Vec<&Value> = entries.iter().collect();
@@ -559,13 +552,15 @@ fn render_index(entries: &[Value]) -> String {
         out += "| Phase | Median s | Runs |\n|---|---:|---:|\n";
         for phase in Phase::ALL {
             let secs: Vec<f64> = passing.iter().filter_map(|r| r["phases"][phase.name()]["seconds"].as_f64()).collect();
-            if !secs.is_empty() {
-                out += &format!("| {} | {:.1} | {} |\n", phase.name(), median(secs.clone()), secs.len());
+            let n = secs.len();
+            if let Some(median) = stats::median(secs) {
+                out += &format!("| {} | {median:.1} | {n} |\n", phase.name());
             }
         }
         let totals: Vec<f64> = passing.iter().filter_map(|r| r["total_seconds"].as_f64()).collect();
-        if !totals.is_empty() {
-            out += &format!("| **total** | {:.1} | {} |\n", median(totals.clone()), totals.len());
+        let n = totals.len();
+        if let Some(median) = stats::median(totals) {
+            out += &format!("| **total** | {median:.1} | {n} |\n");
         }
         out += "\n";
     }
@@ -643,6 +638,24 @@ mod tests {
     }
 
     #[test]
+    fn cap_cuts_inside_multibyte_characters_without_panicking() {
+        // Guest text with U+FFFD (3 bytes) everywhere: find a prefix that puts both cut points
+        // (CAP_BYTES / 2 from each end) inside a character.
+        let body: String = (0..12_000).map(|i| format!("{}{i}\n", "\u{FFFD}".repeat(30))).collect();
+        let half = CAP_BYTES / 2;
+        let text = (0..6)
+            .map(|n| format!("{}\n{body}", "x".repeat(n)))
+            .find(|t| !t.is_char_boundary(half) && !t.is_char_boundary(t.len() - half))
+            .expect("some prefix puts both cuts inside a character");
+        assert!(text.len() > CAP_BYTES);
+        let (out, omitted) = cap(&text, CAP_BYTES, Utf8Path::new("x/serial.log"));
+        assert!(omitted > 0 && out.len() < text.len());
+        assert!(text.starts_with(out.split("[archive-logs:").next().unwrap()));
+        assert!(text.ends_with(&format!("{}\n", out.lines().last().unwrap())));
+        assert!(out.lines().filter(|l| !l.starts_with("[archive-logs:")).all(|l| text.contains(l)));
+    }
+
+    #[test]
     fn stamps_from_metadata_or_directory() {
         let m = json!({"started_at": "2026-11-25T18:18:17Z"});
         assert_eq!(run_stamp(Utf8Path::new("/x/whatever"), Some(&m)).unwrap(), "2026-11-25T18-18-17Z");
@@ -650,11 +663,5 @@ mod tests {
         assert_eq!(run_stamp(Utf8Path::new("/x/2026-11-25T18-18-17Z"), None).unwrap(), "2026-11-25T18-18-17Z");
         assert!(run_stamp(Utf8Path::new("/x/run"), None).is_err());
         assert_eq!(stamp_to_rfc3339("2026-11-25T18-18-17Z-1"), "2026-11-25T18:18:17Z");
-    }
-
-    #[test]
-    fn median_of_even_and_odd() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }

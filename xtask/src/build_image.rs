@@ -77,7 +77,7 @@ pub fn run(args: Args) -> Result<u8> {
     println!("{}", ui::paint(fancy, ui::Tone::Good, "image built"));
     println!("  iso          {}", image.iso);
     println!("  store path   {}", image.store_path);
-    println!("  size         {} ({} bytes)", events::human_bytes(image.size_bytes), image.size_bytes);
+    println!("  size         {} ({} bytes)", ui::human_bytes(image.size_bytes), image.size_bytes);
     println!("  narHash      {}", image.nar_hash.as_deref().unwrap_or("unknown"));
     println!("  build time   {:.1}s", image.build_seconds);
     Ok(exit::OK)
@@ -235,7 +235,9 @@ fn build(opts: &BuildOptions) -> Result<BuiltImage> {
     let attr = opts.attr.clone().unwrap_or_else(|| DEFAULT_ATTR.to_string());
     let out_dir = opts.out_dir.clone().unwrap_or_else(default_out_dir);
     let started_at = jiff::Timestamp::now();
-    let run_dir = project::create_run_dir(&out_dir, started_at)?;
+    let run_dir = project::create_run_dir(&out_dir, started_at).map_err(|e| {
+        exit::infra(format!("{e:#}; pass a writable --out-dir (or check the permissions of {out_dir})"))
+    })?;
     let command = nix_build_command(&nix.path, &flake, &attr, opts);
 
     let mut meta = Metadata {
@@ -362,7 +364,7 @@ fn drive(
     let mut log = std::io::BufWriter::new(fs_err::File::create(run_dir.join("build.log"))?);
     let mut tracker = Tracker::new();
     let mut display = display::Display::new(ui::fancy_stderr(), opts.print_build_logs);
-    writeln!(log, "$ {}", shell_words(&meta.nix.command))?;
+    writeln!(log, "$ {}", ui::shell_join(&meta.nix.command))?;
     let mut forwarded = false;
     loop {
         if !forwarded && INTERRUPTED.load(Ordering::SeqCst) {
@@ -556,20 +558,6 @@ fn nix_missing() -> anyhow::Error {
     ))
 }
 
-fn shell_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| {
-            if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:#=+@,".contains(c)) {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -584,7 +572,7 @@ mod tests {
             ..Default::default()
         };
         let c = nix_build_command(Utf8Path::new("/usr/bin/nix"), "path:/f", "bootImage", &opts);
-        let line = shell_words(&c);
+        let line = ui::shell_join(&c);
         assert_eq!(
             line,
             "/usr/bin/nix --extra-experimental-features 'nix-command flakes' build path:/f#bootImage --json \

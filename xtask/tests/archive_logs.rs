@@ -237,6 +237,41 @@ fn huge_logs_are_capped_with_a_marker() {
 }
 
 #[test]
+fn huge_logs_of_invalid_utf8_are_capped_inside_multibyte_characters() {
+    // Every invalid byte becomes U+FFFD (3 bytes): the cut points fall inside characters.
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    let mut raw = b"x\r\n".to_vec();
+    while raw.len() < 1024 * 1024 {
+        raw.extend_from_slice(&[0xff; 100]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    fs::write(run.join("serial.log"), &raw).unwrap();
+    let out = archive(&run, &docs, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("cap left out (head and tail kept)"), "{stdout}");
+    let log = fs::read_to_string(docs.join("boot-logs").join(format!("{STAMP}-serial.log"))).unwrap();
+    assert!(log.starts_with("x\n\u{FFFD}") && log.ends_with("\u{FFFD}\n"));
+}
+
+#[test]
+fn an_unreadable_target_is_an_infrastructure_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    // A directory where the archived serial log goes: reading it fails (also as root).
+    let target = docs.join("boot-logs").join(format!("{STAMP}-serial.log"));
+    fs::create_dir_all(&target).unwrap();
+    let out = archive(&run, &docs, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read") && err.contains(&format!("{STAMP}-serial.log")), "{err}");
+    assert!(!docs.join("test-reports").exists(), "nothing written");
+}
+
+#[test]
 fn a_run_dir_without_metadata_uses_its_name_and_the_serial_findings() {
     let tmp = tempfile::tempdir().unwrap();
     let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));

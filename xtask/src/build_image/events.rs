@@ -272,7 +272,7 @@ impl Tracker {
                 "downloads {}/{} ({})",
                 self.downloads.done,
                 self.downloads.expected,
-                human_bytes(self.bytes_downloaded)
+                crate::ui::human_bytes(self.bytes_downloaded)
             ));
         }
         let current: Vec<String> = self
@@ -296,15 +296,6 @@ pub fn drv_name(drv: &str) -> &str {
     match base.split_once('-') {
         Some((hash, rest)) if hash.len() == 32 => rest,
         _ => base,
-    }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const MIB: f64 = 1024.0 * 1024.0;
-    if n >= 1024 * 1024 * 1024 {
-        format!("{:.2} GiB", n as f64 / MIB / 1024.0)
-    } else {
-        format!("{:.1} MiB", n as f64 / MIB)
     }
 }
 
