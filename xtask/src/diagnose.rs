@@ -108,7 +108,8 @@ pub struct Signature {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Finding {
     pub id: &'static str,
-    /// 1-based line number in the clean text (`serial.txt`); 0 when not tied to a line.
+    /// 1-based line number in the clean text (`serial.txt`), not in the raw `serial.log`: a lone
+    /// CR (a redraw) starts a clean line but is no `\n` in the raw file. 0 when not tied to a line.
     pub line: usize,
     /// The line (or evidence) that triggered it.
     pub text: String,
@@ -370,11 +371,7 @@ fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..s.floor_char_boundary(max)]
 }
 
 /// Parses a kernel timestamp `[   12.345678] ` at the start of a line (no regex: hot path).
@@ -650,6 +647,16 @@ mod tests {
 
     /// systemd redraws its start-job line with CR and no LF: after cleaning, each redraw is
     /// a line, so a job running for minutes is seen however long it redraws.
+    #[test]
+    fn truncate_backs_off_to_a_char_boundary() {
+        let s = "ab\u{FFFD}cd"; // U+FFFD is 3 bytes: 2..5
+        assert_eq!(truncate(s, 3), "ab");
+        assert_eq!(truncate(s, 5), "ab\u{FFFD}");
+        assert_eq!(truncate(s, 99), s);
+        let f = Finding::new("x", 1, &"\u{FFFD}".repeat(MAX_FINDING_TEXT));
+        assert!(f.text.len() <= MAX_FINDING_TEXT && f.text.chars().all(|c| c == '\u{FFFD}'));
+    }
+
     #[test]
     fn start_job_redraws_reach_unit_stuck_through_the_cleaner() {
         let mut raw = b"[  OK  ] Reached target Basic System.\r\n".to_vec();
