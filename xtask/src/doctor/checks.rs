@@ -339,31 +339,17 @@ fn disk_runs(_: &Ctx) -> Verdict {
     disk_verdict("vm-test runs", &runs, 2 * GIB, GIB / 2, &fix)
 }
 
-/// What the fixture ISO needs from the host (mirrors `fixture`'s own list of host files).
-const FIXTURE_FILES: &[(&str, &str)] = &[
-    ("/bin/busybox", "busybox-static"),
-    ("/bin/cpio", "cpio"),
-    ("/bin/gzip", "gzip"),
-    ("/usr/bin/xorriso", "xorriso"),
-    ("/sbin/depmod", "kmod"),
-    ("/usr/lib/ISOLINUX/isolinux.bin", "isolinux"),
-    ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"),
-    ("/usr/bin/sudo", "sudo"),
-    ("/sbin/lvm", "lvm2"),
-    ("/sbin/mke2fs", "e2fsprogs"),
-    ("/usr/bin/apt-get", "apt"),
-    ("/usr/bin/dpkg-deb", "dpkg"),
-];
-
 fn fixture_tools(_: &Ctx) -> Verdict {
-    let missing: Vec<&(&str, &str)> = FIXTURE_FILES.iter().filter(|(p, _)| !Utf8Path::new(p).exists()).collect();
+    // The fixture's own list, so the two cannot drift apart.
+    let needed = crate::fixture::host::all();
+    let missing: Vec<_> = needed.iter().filter(|f| !Utf8Path::new(f.path).exists()).collect();
     if missing.is_empty() {
-        return Verdict::ok(format!("all {} host files the fixture ISO needs are present", FIXTURE_FILES.len()));
+        return Verdict::ok(format!("all {} host files the fixture ISO needs are present", needed.len()));
     }
-    let mut packages: Vec<&str> = missing.iter().map(|(_, pkg)| *pkg).collect();
+    let mut packages: Vec<&str> = missing.iter().map(|f| f.package).collect();
     packages.sort_unstable();
     packages.dedup();
-    let files: Vec<&str> = missing.iter().map(|(p, _)| *p).collect();
+    let files: Vec<&str> = missing.iter().map(|f| f.path).collect();
     Verdict::warn(
         format!("missing {} (only the fixture ISO for tests/bench needs them)", files.join(", ")),
         format!("sudo apt-get install {}   (or: sudo scripts/install-deps.sh)", packages.join(" ")),
