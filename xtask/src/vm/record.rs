@@ -171,10 +171,12 @@ impl Record {
         } else {
             self.end_current();
         }
-        // A failure found in an earlier phase (a check) while a later one ran (poweroff).
+        // A failure found in an earlier phase (a check) while a later one ran (poweroff), or
+        // in a phase never begun (preflight judges the bootloader before QEMU starts).
         if let Some(fp) = failed_phase {
-            if let Some(r) = self.phases.iter_mut().find(|r| r.phase == fp) {
-                r.status = "failed";
+            match self.phases.iter_mut().find(|r| r.phase == fp) {
+                Some(r) => r.status = "failed",
+                None => self.phases.push(PhaseRecord { phase: fp, seconds: 0.0, status: "failed" }),
             }
         }
         for p in Phase::ALL {
@@ -262,4 +264,22 @@ pub fn harness_peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_in_a_phase_never_begun_shows_as_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+        let mut rec = Record::new(dir, jiff::Timestamp::now(), Instant::now());
+        rec.failure = Some(Failure::fail(Phase::Bootloader, "no-serial-console", "preflight"));
+        rec.finish();
+        let status = |p: Phase| rec.phases().iter().find(|r| r.phase == p).map(|r| r.status);
+        assert_eq!(status(Phase::Bootloader), Some("failed"));
+        assert_eq!(status(Phase::Qemu), Some("not-reached"));
+        assert_eq!(rec.phases().len(), Phase::ALL.len());
+    }
 }
