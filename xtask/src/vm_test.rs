@@ -17,9 +17,11 @@ use crate::vm::shell::Guest;
 use crate::vm::transcript::Transcript;
 use crate::vm::verdict::{Failure, Outcome};
 use crate::{exit, project, ui};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use regex::Regex;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -61,8 +63,9 @@ pub struct Args {
     /// Seconds from QEMU start until the login line must appear
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub boot_timeout: u64,
-    /// Seconds without serial output that end the bootloader/kernel/login phases (init gets
-    /// at least 120 s: systemd units can be silent that long under TCG)
+    /// Seconds without serial output that end the bootloader and kernel phases (init gets at
+    /// least 120 s: systemd units can be silent that long under TCG; login and the shell use
+    /// fixed step waits and --command-timeout)
     #[arg(long, value_name = "SECS", default_value_t = 45)]
     pub stall: u64,
     /// Seconds one guest command may take before the guest counts as unresponsive
@@ -111,15 +114,22 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(image) = &args.image {
         parse_image(image)?;
     }
+    if let Some(d) = &args.run_dir {
+        refuse_used_run_dir(d)?;
+    }
     crate::vm::interrupt::install();
     let start = Instant::now();
     let started_at = jiff::Timestamp::now();
+    // Not being able to record is the host's problem (exit 3), named with path and OS error.
     let dir = match &args.run_dir {
-        Some(d) => {
-            fs_err::create_dir_all(d)?;
-            d.canonicalize_utf8().with_context(|| format!("run directory {d}"))?
+        Some(d) => std::fs::create_dir_all(d)
+            .and_then(|()| d.canonicalize_utf8())
+            .map_err(|e| exit::infra(format!("cannot create the run directory {d}: {e}")))?,
+        None => {
+            let runs = project::vm_runs_dir();
+            project::create_run_dir(&runs, started_at)
+                .map_err(|e| exit::infra(format!("cannot create a run directory under {runs}: {e:#}")))?
         }
-        None => project::create_run_dir(&project::vm_runs_dir(), started_at)?,
     };
     let fancy = ui::fancy_stderr();
     let mut rec = Record::new(dir.clone(), started_at, start);
@@ -134,7 +144,10 @@ pub fn run(args: Args) -> Result<u8> {
     let _ = rec.write();
 
     let mut progress = Progress::new(fancy, start);
-    let result = drive(&args, &mut rec, &mut progress);
+    // A panic is our bug, not the image's: it still gets a verdict (harness-error, exit 3)
+    // and a complete record. Unwinding drops QEMU (killed) and the scratch files.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive(&args, &mut rec, &mut progress)))
+        .unwrap_or_else(|panic| Err(panic_failure(rec.current(), panic.as_ref())));
     progress.finish();
     if let Err(f) = result {
         rec.failure = Some(f);
@@ -157,20 +170,70 @@ fn archive(dir: &Utf8Path) {
     }
 }
 
+/// `--run-dir` must be new or empty: the logs are opened for appending, and two runs in one
+/// directory would be one unreadable record.
+fn refuse_used_run_dir(dir: &Utf8Path) -> Result<()> {
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(exit::usage(format!(
+            "--run-dir {dir}: the directory is not empty (it holds an earlier run?); \
+             pass a new or empty directory, or leave --run-dir out for target/vm-runs/<UTC>"
+        )));
+    }
+    Ok(())
+}
+
+/// A panic caught around `drive`: recorded as `harness-error` (exit 3, infrastructure: the
+/// harness failed, not the image) in the phase that was running.
+fn panic_failure(phase: Phase, panic: &(dyn std::any::Any + Send)) -> Failure {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    Failure::infra(phase, "harness-error", format!("the harness panicked (a bug in xtask): {message}"))
+}
+
+/// Why no image could be chosen. Ctrl-C during a build is the interruption, not a broken
+/// image: either our handler saw it, or the builder's own handler returned exit 130.
+fn image_failure(e: anyhow::Error) -> Failure {
+    let interrupted = e.downcast_ref::<exit::Exit>().is_some_and(|x| x.code == exit::INTERRUPTED);
+    if interrupted || crate::vm::interrupted() {
+        Failure::interrupted(Phase::Qemu)
+    } else {
+        Failure::infra(Phase::Qemu, "image-missing", format!("{e:#}"))
+    }
+}
+
+/// The run's scratch files: the disk, the sockets and a /tmp socket directory. Removed
+/// however `drive` ends (early error, failure, panic) unless `--keep` left QEMU using them.
+/// Declared before the `Qemu` so that QEMU is gone before they are.
+#[derive(Default)]
+struct Scratch {
+    files: Vec<Utf8PathBuf>,
+    temp_dir: Option<Utf8PathBuf>,
+    kept: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(d) = &self.temp_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 /// Everything between the run directory and the summary. `Err` is the verdict.
 fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
     let infra = |finding: &str, e: anyhow::Error| Failure::infra(Phase::Qemu, finding, format!("{e:#}"));
 
     // The image.
-    let chosen = choose_image(args, progress).map_err(|e| {
-        // Ctrl-C during a build also stops the builder (same process group): that is the
-        // interruption, not a broken image.
-        if crate::vm::interrupted() {
-            Failure::interrupted(Phase::Qemu)
-        } else {
-            infra("image-missing", e)
-        }
-    })?;
+    let chosen = choose_image(args, progress).map_err(image_failure)?;
     let iso = Utf8PathBuf::from(&chosen.path);
     rec.image = chosen;
     let _ = rec.write();
@@ -221,8 +284,12 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     let binary = qemu::locate().map_err(|e| infra("qemu-start-failed", e))?;
     let memory = args.memory.unwrap_or(if rec.image.source == "fixture" { 1024 } else { 2048 });
     let disk = rec.dir.join("disk.qcow2");
+    let mut scratch = Scratch::default();
+    scratch.files.push(disk.clone());
     qemu::create_disk(&disk, "4G").map_err(|e| infra("qemu-start-failed", e))?;
-    let sock_dir = socket_dir(&rec.dir).map_err(|e| infra("qemu-start-failed", e))?;
+    let (sock_dir, temporary) = qemu::socket_dir(&rec.dir).map_err(|e| infra("qemu-start-failed", e))?;
+    scratch.temp_dir = temporary.then(|| sock_dir.clone());
+    scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);
     let spec = Spec {
         binary: binary.clone(),
         iso: iso.clone(),
@@ -263,6 +330,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     // QEMU's end: already gone (poweroff), kept, or stopped by the ladder.
     if args.keep && !matches!(&result, Err(f) if f.outcome == Outcome::Interrupted) && vm.try_wait().is_none() {
         rec.qemu.stopped_by = Some("kept".into());
+        scratch.kept = true;
         print_attach(&spec, &vm, &rec.dir);
         vm.detach();
     } else {
@@ -273,8 +341,6 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
             rec.qemu.stopped_by.get_or_insert_with(|| rung.to_string());
         }
         rec.qemu.exit_status = vm.try_wait().map(|s| s.to_string());
-        let _ = std::fs::remove_file(&disk);
-        let _ = std::fs::remove_file(&spec.qmp_sock);
     }
     rec.qemu.stderr_tail = tail_of_file(&stderr_log, 20);
     let kvm = rec.qemu.accel == "kvm";
@@ -483,16 +549,6 @@ fn parse_image(image: &str) -> Result<Option<crate::fixture::Fault>> {
     fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()
 }
 
-/// Unix socket paths are limited to 107 bytes; a deep run directory gets its sockets in /tmp.
-fn socket_dir(run_dir: &Utf8Path) -> Result<Utf8PathBuf> {
-    if run_dir.join("serial.sock").as_str().len() < 100 {
-        return Ok(run_dir.to_path_buf());
-    }
-    let dir = Utf8PathBuf::from(format!("/tmp/xtask-vm-{}", std::process::id()));
-    fs_err::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
     let text = std::fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&text);
@@ -501,63 +557,119 @@ fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
     (!t.trim().is_empty()).then_some(t)
 }
 
+/// A line into the text the harness prints on stdout (writing to a String cannot fail).
+macro_rules! say {
+    ($out:ident) => {
+        $out.push('\n')
+    };
+    ($out:ident, $($arg:tt)*) => {
+        writeln!($out, $($arg)*).expect("writing to a String")
+    };
+}
+
+/// Prints to stdout; a closed stdout (`vm-test | head`) loses the text, it does not panic:
+/// the record in the run directory is complete either way.
+fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
 fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
-    println!("QEMU left running (--keep), pid {}. Attach (socat: `apt-get install socat`):", vm.pid);
-    println!("  serial console: socat -,rawer,escape=0x1d UNIX-LISTEN:{}   (QEMU reconnects within 1 s; press Enter; Ctrl-] quits)", spec.serial_sock);
-    println!("  QMP:            socat - UNIX-CONNECT:{}", spec.qmp_sock);
-    println!("  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
-    println!("  stop it:        kill {}   (then remove {}/disk.qcow2)", vm.pid, dir);
+    let mut out = String::new();
+    say!(out, "QEMU left running (--keep), pid {}. Attach (socat: `apt-get install socat`):", vm.pid);
+    say!(out, "  serial console: socat -,rawer,escape=0x1d UNIX-LISTEN:{}   (QEMU reconnects within 1 s; press Enter; Ctrl-] quits)", spec.serial_sock);
+    say!(out, "  QMP:            socat - UNIX-CONNECT:{}", spec.qmp_sock);
+    say!(out, "  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
+    say!(out, "  stop it:        kill {}   (then remove {}/disk.qcow2)", vm.pid, dir);
+    emit(&out);
 }
 
 fn print_summary(rec: &Record) {
+    let mut out = String::new();
     let fancy = ui::fancy_stdout();
     let reached = rec.phases().iter().any(|p| p.status != "not-reached");
     if reached {
-        println!();
-        println!("{:<12} {:>9}  status", "phase", "seconds");
+        say!(out);
+        say!(out, "{:<12} {:>9}  status", "phase", "seconds");
         for p in rec.phases() {
             let tone = match p.status {
                 "ok" => ui::Tone::Good,
                 "failed" => ui::Tone::Bad,
                 _ => ui::Tone::Dim,
             };
-            println!("{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status));
+            say!(out, "{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status));
         }
     }
     if !rec.checks.is_empty() {
-        println!();
+        say!(out);
         for c in &rec.checks {
             let tone = match c.status {
                 "pass" => ui::Tone::Good,
                 "fail" => ui::Tone::Bad,
                 _ => ui::Tone::Dim,
             };
-            println!("check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status), c.detail);
+            say!(out, "check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status), c.detail);
         }
     }
-    println!();
+    say!(out);
     let meta = rec.to_json();
     match &rec.failure {
-        None => println!("{} in {:.1} s", ui::paint(fancy, ui::Tone::Good, "PASS"), rec.total_seconds()),
+        None => say!(out, "{} in {:.1} s", ui::paint(fancy, ui::Tone::Good, "PASS"), rec.total_seconds()),
         Some(f) => {
             let label = match f.outcome {
                 Outcome::Fail => "FAIL",
                 Outcome::Infra => "INFRASTRUCTURE",
                 Outcome::Interrupted => "INTERRUPTED",
             };
-            println!("{} in phase {}: {}", ui::paint(fancy, ui::Tone::Bad, label), f.phase, f.finding);
-            println!("  what:  {}", f.detail);
+            say!(out, "{} in phase {}: {}", ui::paint(fancy, ui::Tone::Bad, label), f.phase, f.finding);
+            say!(out, "  what:  {}", f.detail);
             if let Some(sig) = crate::diagnose::signature(&f.finding) {
-                println!("  cause: {}", sig.cause);
-                println!("  fix:   {}", sig.fix);
+                say!(out, "  cause: {}", sig.cause);
+                say!(out, "  fix:   {}", sig.fix);
             }
             if let Some(lines) = meta["serial"]["last_lines"].as_array().filter(|l| !l.is_empty()) {
-                println!("  last serial lines:");
+                say!(out, "  last serial lines:");
                 for l in lines.iter().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
-                    println!("    | {}", l.as_str().unwrap_or(""));
+                    say!(out, "    | {}", l.as_str().unwrap_or(""));
                 }
             }
         }
     }
-    println!("run directory: {}  (exit {})", rec.dir, rec.exit_code());
+    say!(out, "run directory: {}  (exit {})", rec.dir, rec.exit_code());
+    emit(&out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctrl_c_during_the_image_build_is_an_interruption() {
+        let build =
+            anyhow::Error::from(exit::Exit { code: exit::INTERRUPTED, message: "nix build interrupted".into() });
+        assert_eq!(image_failure(build).outcome, Outcome::Interrupted);
+        let missing = image_failure(exit::infra("no such file"));
+        assert_eq!((missing.outcome, missing.finding.as_str()), (Outcome::Infra, "image-missing"));
+    }
+
+    #[test]
+    fn a_panic_becomes_a_harness_error_in_the_running_phase() {
+        let caught = std::panic::catch_unwind(|| panic!("index {} out of range", 7)).unwrap_err();
+        let f = panic_failure(Phase::Checks, caught.as_ref());
+        assert_eq!((f.outcome, f.phase, f.finding.as_str()), (Outcome::Infra, Phase::Checks, "harness-error"));
+        assert!(f.detail.contains("index 7 out of range"), "{}", f.detail);
+        assert_eq!(f.outcome.exit_code(), exit::INFRA);
+    }
+
+    #[test]
+    fn a_used_run_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8Path::from_path(dir.path()).unwrap();
+        refuse_used_run_dir(path).unwrap();
+        refuse_used_run_dir(&path.join("new")).unwrap();
+        std::fs::write(path.join("serial.log"), "old run").unwrap();
+        let e = refuse_used_run_dir(path).unwrap_err();
+        assert_eq!(e.downcast_ref::<exit::Exit>().map(|x| x.code), Some(exit::USAGE));
+        assert!(e.to_string().contains(path.as_str()), "{e}");
+    }
 }

@@ -29,9 +29,10 @@ struct Run {
     seconds: f64,
 }
 
-/// Runs `vm-test` with `args` in a fresh run directory and reads its metadata.json.
+/// Runs `vm-test` with `args` in a fresh run directory and reads its metadata.json. The
+/// directory's name has a comma: QEMU option values (disk, sockets) must escape it.
 fn vm_test(args: &[&str]) -> Run {
-    let dir = tempfile::Builder::new().prefix("vmt-").tempdir_in(runs_dir()).unwrap().keep();
+    let dir = tempfile::Builder::new().prefix("vmt,").tempdir_in(runs_dir()).unwrap().keep();
     let started = Instant::now();
     let out = common::xtask()
         .arg("vm-test")
@@ -106,6 +107,40 @@ fn missing_iso_is_an_infrastructure_error() {
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(run.stdout.contains("no such file") || run.stderr.contains("no such file"), "{}", run.stdout);
     assert_eq!(run.meta["outcome"], "infra");
+}
+
+#[test]
+fn a_used_run_dir_is_a_usage_error_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("serial.log"), "an earlier run").unwrap();
+    let out = common::xtask()
+        .args(["vm-test", "--iso", "/nonexistent/x.iso", "--run-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(dir.path().to_str().unwrap()) && stderr.contains("not empty"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["serial.log"]);
+    assert_eq!(std::fs::read_to_string(dir.path().join("serial.log")).unwrap(), "an earlier run");
+}
+
+#[test]
+fn an_uncreatable_run_dir_is_an_infrastructure_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let out = common::xtask()
+        .args(["vm-test", "--iso", "/nonexistent/x.iso", "--run-dir"])
+        .arg(file.join("run"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot create the run directory") && stderr.contains("a-file/run"), "{stderr}");
 }
 
 #[test]

@@ -32,25 +32,30 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// The arguments after the binary: `-nodefaults` and every device spelled out.
+    /// The arguments after the binary: `-nodefaults`, `-no-user-config` (no devices from the
+    /// host's /etc/qemu) and every device spelled out. Paths go into option values with their
+    /// commas doubled, QEMU's escape (a run directory or ISO path may contain one).
     pub fn args(&self) -> Vec<String> {
         let serial = if self.reconnect_serial {
-            format!("socket,id=ser0,path={},reconnect=1", self.serial_sock)
+            format!("socket,id=ser0,path={},reconnect=1", opt_value(&self.serial_sock))
         } else {
-            format!("socket,id=ser0,path={}", self.serial_sock)
+            format!("socket,id=ser0,path={}", opt_value(&self.serial_sock))
         };
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-display", "none", "-no-reboot"]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
         push(&["-accel", &self.accel]);
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         push(&["-chardev", &serial, "-serial", "chardev:ser0"]);
-        push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", self.qmp_sock)]);
+        push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", opt_value(&self.qmp_sock))]);
         push(&["-mon", "chardev=qmp0,mode=control"]);
-        push(&["-drive", &format!("file={},if=virtio,format=qcow2,cache=unsafe", self.disk)]);
+        push(&["-drive", &format!("file={},if=virtio,format=qcow2,cache=unsafe", opt_value(&self.disk))]);
         push(&["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port)]);
         push(&["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
-        push(&["-cdrom", self.iso.as_str(), "-boot", "d"]);
+        // What `-cdrom` means (IDE secondary master), spelled as an option value so the
+        // path's commas can be escaped like every other path's.
+        push(&["-drive", &format!("file={},format=raw,media=cdrom,if=ide,index=2,readonly=on", opt_value(&self.iso))]);
+        push(&["-boot", "d"]);
         a
     }
 
@@ -58,6 +63,29 @@ impl Spec {
     pub fn command(&self) -> Vec<String> {
         std::iter::once(self.binary.to_string()).chain(self.args()).collect()
     }
+}
+
+/// A QEMU option value: `,` separates options, `,,` is a literal comma.
+fn opt_value(path: &Utf8Path) -> String {
+    path.as_str().replace(',', ",,")
+}
+
+/// Where the serial and QMP sockets go: the run directory, unless the paths would pass the
+/// 107-byte limit of Unix socket paths; then a fresh directory in /tmp, created with mode
+/// 0700 and never reused (an existing one is refused). `true`: that temporary directory,
+/// which the caller removes at the end.
+pub fn socket_dir(run_dir: &Utf8Path) -> Result<(Utf8PathBuf, bool)> {
+    if run_dir.join("serial.sock").as_str().len() < 100 {
+        return Ok((run_dir.to_path_buf(), false));
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let dir = Utf8PathBuf::from(format!("/tmp/xtask-vm-{}-{nanos:x}", std::process::id()));
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating the socket directory {dir} (it must not exist yet)"))?;
+    Ok((dir, true))
 }
 
 /// Finds the QEMU binary or says how to install it (exit 3).
@@ -296,11 +324,44 @@ mod tests {
             "-accel tcg",
             "-chardev socket,id=ser0,path=/r/serial.sock -serial chardev:ser0",
             "hostfwd=tcp:127.0.0.1:40000-:22",
-            "-cdrom /x.iso -boot d",
+            "-drive file=/x.iso,format=raw,media=cdrom,if=ide,index=2,readonly=on -boot d",
+            "-no-user-config",
             "virtio-rng-pci",
         ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
         assert!(!line.contains("server=on,wait=off -serial"), "the harness is the serial server");
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled() {
+        let spec = Spec {
+            binary: "qemu".into(),
+            iso: "/a,b/x.iso".into(),
+            disk: "/r,1/disk.qcow2".into(),
+            accel: "tcg".into(),
+            memory_mib: 1024,
+            cpus: 2,
+            serial_sock: "/r,1/serial.sock".into(),
+            qmp_sock: "/r,1/qmp.sock".into(),
+            ssh_port: 40000,
+            reconnect_serial: true,
+        };
+        let line = spec.command().join(" ");
+        for part in ["file=/a,,b/x.iso,", "file=/r,,1/disk.qcow2,", "path=/r,,1/serial.sock,", "path=/r,,1/qmp.sock,"] {
+            assert!(line.contains(part), "{part} missing in {line}");
+        }
+    }
+
+    #[test]
+    fn socket_dir_in_tmp_is_private_and_fresh() {
+        let short = Utf8Path::new("/r");
+        assert_eq!(socket_dir(short).unwrap(), (short.to_path_buf(), false));
+        let deep = Utf8PathBuf::from(format!("/{}", "d".repeat(120)));
+        let (dir, temporary) = socket_dir(&deep).unwrap();
+        assert!(temporary && dir.starts_with("/tmp"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        std::fs::remove_dir(&dir).unwrap();
     }
 }
