@@ -139,22 +139,40 @@ pub fn apply_revert(home: &Utf8Path, dry_run: bool) -> Result<Vec<Outcome>> {
     Ok(done)
 }
 
-/// Copies the original next to the file once; a later fix keeps the first backup.
+/// Copies the original next to the file once; a later fix keeps the first backup. The copy is
+/// written to a temp file in the same directory and hard-linked to the backup name, so the
+/// backup is either whole or absent, and an existing one is never replaced (link refuses).
 fn backup_once(real: &Utf8Path, bytes: &[u8]) -> Result<Utf8PathBuf> {
     let backup = Utf8PathBuf::from(format!("{real}{BACKUP_SUFFIX}"));
     if std::fs::symlink_metadata(&backup).is_ok() {
         return Ok(backup);
     }
-    let mode = fs_err::metadata(real)?.permissions().mode() & 0o7777;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode | 0o600) // we must be able to write it now; the mode is fixed below
-        .open(&backup)
-        .with_context(|| format!("creating backup {backup}"))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs_err::set_permissions(&backup, std::fs::Permissions::from_mode(mode))?;
+    let meta = fs_err::metadata(real)?;
+    let dir = real.parent().context("file has no directory")?;
+    let tmp =
+        dir.join(format!(".{}.nixos-boot-iso-bak-tmp-{}", real.file_name().unwrap_or("profile"), std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {tmp}"))?;
+        f.write_all(bytes)?;
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
+        f.sync_all()?;
+        match std::fs::hard_link(&tmp, &backup) {
+            // Another fix made the backup meanwhile: the first one stays.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(()),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result.with_context(|| format!("creating backup {backup}"))?;
     Ok(backup)
 }
 
@@ -245,6 +263,24 @@ mod tests {
         fs_err::write(&backup, b"first").unwrap();
         apply_fix(&home, false).unwrap();
         assert_eq!(fs_err::read(&backup).unwrap(), b"first");
+    }
+
+    #[test]
+    fn backup_is_written_aside_and_linked_never_replacing_one() {
+        let (_d, home) = home_with(&[(".profile", b"original\n"), NIX_SH]);
+        let p = home.join(".profile");
+        fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let backup = backup_once(&p, b"original\n").unwrap();
+        assert_eq!(backup, format!("{p}{BACKUP_SUFFIX}"));
+        assert_eq!(fs_err::read(&backup).unwrap(), b"original\n");
+        assert_eq!(fs_err::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(fs_err::metadata(&backup).unwrap().nlink(), 1, "the temp name is gone");
+        let names: Vec<String> =
+            fs_err::read_dir(&home).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+        // An existing backup is kept byte for byte.
+        assert_eq!(backup_once(&p, b"changed\n").unwrap(), backup);
+        assert_eq!(fs_err::read(&backup).unwrap(), b"original\n");
     }
 
     #[test]
