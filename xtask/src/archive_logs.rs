@@ -29,7 +29,7 @@ use std::sync::LazyLock;
 appends docs/test-reports/ledger.jsonl and regenerates docs/test-reports/README.md. Idempotent; refuses to overwrite a\n\
 different file; logs over 1 MiB keep head and tail; private keys and token-looking lines are redacted.\n\
 Exit codes: 0 archived or already archived, 2 usage, 3 refused (a differing file), no or unreadable run, invalid\n\
-metadata.json, or docs directory not writable."
+metadata.json, or an archive file that cannot be read or written."
 )]
 pub struct Args {
     /// Run directory to archive (target/vm-runs/<UTC>); without it, the newest run

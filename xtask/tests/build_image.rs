@@ -440,6 +440,21 @@ fn missing_flake_dir_is_a_usage_error() {
 }
 
 #[test]
+fn an_out_dir_that_cannot_be_created_is_an_infrastructure_error() {
+    if !tools("an_out_dir_that_cannot_be_created_is_an_infrastructure_error") {
+        return;
+    }
+    let mut t = test_flake("out-dir");
+    // A regular file where a parent directory must be.
+    std::fs::write(t.out.with_file_name("file"), b"").unwrap();
+    t.out = t.out.with_file_name("file").join("out");
+    let o = build(&t, "bootImage", &[]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("--out-dir"), "{stderr}");
+}
+
+#[test]
 fn repo_nix_files_parse() {
     if !tools("repo_nix_files_parse") {
         return;
