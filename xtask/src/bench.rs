@@ -7,6 +7,7 @@
 //! the harness's own CPU time per wall second. Figures, not assertions: nothing here fails
 //! because a number is high.
 
+use crate::stats::median;
 use crate::vm::qemu::{self, Qemu, Spec};
 use crate::{exit, project, ui};
 use anyhow::{bail, Context, Result};
@@ -144,15 +145,6 @@ fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
     result.with_context(|| format!("baseline boot (see {dir}/qemu.stderr.log)"))
 }
 
-fn median(mut xs: Vec<f64>) -> Option<f64> {
-    if xs.is_empty() {
-        return None;
-    }
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    Some(if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 })
-}
-
 fn summarize(harness: &[Value], baseline: &[f64]) -> Value {
     let phase_medians: Vec<Value> = crate::diagnose::Phase::ALL
         .iter()
@@ -223,13 +215,6 @@ fn print_figures(f: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
-    }
 
     #[test]
     fn summary_ratio_and_cpu_share() {

@@ -108,27 +108,13 @@ pub fn markdown(meta: &Value) -> String {
     );
     let command: Vec<&str> = arr(qemu, "command").iter().filter_map(Value::as_str).collect();
     if !command.is_empty() {
-        let _ = writeln!(out, "\n```sh\n{}\n```", shell_quote_join(&command));
+        let _ = writeln!(out, "\n```sh\n{}\n```", crate::ui::shell_join(&command));
     }
     let _ = writeln!(
         out,
         "\nFiles in this run directory: `serial.log` (raw), `serial.txt` (clean), `transcript.log`, `qemu.stderr.log`, `metadata.json`, `junit.xml`."
     );
     out
-}
-
-/// Joins a command for copy-pasting into a shell.
-fn shell_quote_join(args: &[&str]) -> String {
-    args.iter()
-        .map(|a| {
-            if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=,.:/@+".contains(&b)) {
-                a.to_string()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn xml_escape(text: &str) -> String {
