@@ -11,7 +11,7 @@ use crate::stats::median;
 use crate::vm::qemu::{self, Qemu, Spec};
 use crate::{exit, project, ui};
 use anyhow::{bail, Context, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::time::Duration;
@@ -97,9 +97,8 @@ fn harness_run(run_dir: &Utf8Path, accel: &str) -> Result<Value> {
 fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
     fs_err::create_dir_all(dir)?;
     let q = &meta["qemu"];
-    // Unix socket paths must stay short (108 bytes): keep them in /tmp.
-    let sock_dir = Utf8PathBuf::from(format!("/tmp/xtask-bench-{}", std::process::id()));
-    fs_err::create_dir_all(&sock_dir)?;
+    // Unix socket paths must stay short: the same rule as vm-test's.
+    let (sock_dir, temporary) = qemu::socket_dir(dir)?;
     let spec = Spec {
         binary: q["binary"].as_str().context("metadata lacks qemu.binary")?.into(),
         iso: meta["image"]["path"].as_str().context("metadata lacks image.path")?.into(),
@@ -141,7 +140,10 @@ fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
     })();
     vm.kill();
     let _ = fs_err::remove_file(&spec.disk);
-    let _ = fs_err::remove_dir_all(&sock_dir);
+    let _ = fs_err::remove_file(&spec.serial_sock);
+    if temporary {
+        let _ = fs_err::remove_dir_all(&sock_dir);
+    }
     result.with_context(|| format!("baseline boot (see {dir}/qemu.stderr.log)"))
 }
 
