@@ -274,4 +274,82 @@ mod tests {
         assert!(PROMPT.is_match("[root@nixos:~]# "));
         assert!(REFUSED.is_match("sudo: 3 incorrect password attempts"));
     }
+
+    /// A shell on the other end of the serial socket: answers the setup line and framed
+    /// commands as uid 1000, asks an unrecognisable question for `sudo -i`, and refuses
+    /// `su -`. Returns what it was sent, one event per line or ^C.
+    fn fake_guest(mut sock: std::os::unix::net::UnixStream) -> Vec<String> {
+        use std::io::{Read, Write};
+        let between = |line: &str, open: &str| -> Option<String> {
+            let rest = &line[line.find(open)? + open.len()..];
+            Some(rest[..rest.find('\'')?].to_string())
+        };
+        let mut events = Vec::new();
+        let mut asking: Option<&str> = None;
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        while sock.read(&mut byte).is_ok_and(|n| n == 1) {
+            let reply = match byte[0] {
+                3 => {
+                    events.push(format!("^C at {asking:?}"));
+                    line.clear();
+                    asking = None;
+                    "^C\n$ ".to_string()
+                }
+                b'\n' => {
+                    let l = std::mem::take(&mut line);
+                    if let Some(who) = asking.take() {
+                        events.push(format!("answer to {who}: {l:?}"));
+                        "su: Authentication failure\n$ ".to_string()
+                    } else if let Some(n) = between(&l, "'__B_''") {
+                        events.push("setup".into());
+                        format!("\n__B_{n}\n")
+                    } else if let Some(n) = between(&l, "'__E_''") {
+                        events.push("id -u".into());
+                        format!("{n}|1000\n{n}|\n{n}|__E_{n}=0\n$ ")
+                    } else if l == "sudo -i" {
+                        events.push(l);
+                        asking = Some("sudo");
+                        "Enter PIN for token: ".to_string()
+                    } else if l == "su -" {
+                        events.push(l);
+                        asking = Some("su");
+                        "Password: ".to_string()
+                    } else {
+                        "$ ".to_string()
+                    }
+                }
+                b => {
+                    line.push(b as char);
+                    continue;
+                }
+            };
+            if sock.write_all(reply.as_bytes()).is_err() {
+                break;
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn an_unknown_prompt_is_cancelled_before_the_setup_line_and_su_is_still_tried() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = camino::Utf8Path::from_path(dir.path()).unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fake = std::thread::spawn(move || fake_guest(theirs));
+        let serial = crate::vm::serial::Serial::new(ours, run_dir, crate::vm::progress::Progress::silent()).unwrap();
+        let transcript =
+            crate::vm::transcript::Transcript::create(&run_dir.join("t.log"), std::time::Instant::now()).unwrap();
+        let mut guest = Guest::new(serial, transcript);
+        let t = Timeouts { step: Duration::from_secs(10), command: Duration::from_secs(5) };
+        let f = escalate(&mut guest, 1000, None, &t).unwrap_err();
+        assert_eq!(f.finding, "escalation-failed", "{}", f.detail);
+        drop(guest);
+        let events = fake.join().unwrap();
+        assert_eq!(
+            events,
+            ["sudo -i", "^C at Some(\"sudo\")", "setup", "id -u", "su -", "answer to su: \"\"", "setup", "id -u"],
+            "the setup line and `id -u` must never answer a prompt"
+        );
+    }
 }
