@@ -147,41 +147,35 @@ fn backup_once(real: &Utf8Path, bytes: &[u8]) -> Result<Utf8PathBuf> {
     if std::fs::symlink_metadata(&backup).is_ok() {
         return Ok(backup);
     }
-    let meta = fs_err::metadata(real)?;
-    let dir = real.parent().context("file has no directory")?;
-    let tmp =
-        dir.join(format!(".{}.nixos-boot-iso-bak-tmp-{}", real.file_name().unwrap_or("profile"), std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("creating {tmp}"))?;
-        f.write_all(bytes)?;
-        if unsafe { libc::geteuid() } == 0 {
-            std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
-        }
-        f.set_permissions(std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
-        f.sync_all()?;
-        match std::fs::hard_link(&tmp, &backup) {
-            // Another fix made the backup meanwhile: the first one stays.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e.into()),
-            Ok(()) => Ok(()),
-        }
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result.with_context(|| format!("creating backup {backup}"))?;
+    let placed = write_with_mode_of(real, bytes, "bak-tmp", |tmp| match std::fs::hard_link(tmp, &backup) {
+        // Another fix made the backup meanwhile: the first one stays.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(()),
+    });
+    placed.with_context(|| format!("creating backup {backup}"))?;
     Ok(backup)
 }
 
 /// Replaces `real` atomically (temp file + rename in its directory), keeping its mode and, as
 /// root, its owner. Works for read-only files: only the directory must be writable.
 fn write_keeping_mode(real: &Utf8Path, bytes: &[u8]) -> Result<()> {
+    write_with_mode_of(real, bytes, "tmp", |tmp| Ok(fs_err::rename(tmp, real)?))
+        .with_context(|| format!("writing {real}"))
+}
+
+/// Writes `bytes` to a temp file beside `real` with `real`'s mode (and owner, as root), synced,
+/// then lets `place` move it into position (rename or link). The temp file never stays behind.
+fn write_with_mode_of(
+    real: &Utf8Path,
+    bytes: &[u8],
+    tag: &str,
+    place: impl FnOnce(&Utf8Path) -> Result<()>,
+) -> Result<()> {
     let meta = fs_err::metadata(real)?;
     let dir = real.parent().context("file has no directory")?;
-    let tmp = dir.join(format!(".{}.nixos-boot-iso-tmp-{}", real.file_name().unwrap_or("profile"), std::process::id()));
+    let tmp =
+        dir.join(format!(".{}.nixos-boot-iso-{tag}-{}", real.file_name().unwrap_or("profile"), std::process::id()));
     let result = (|| -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -195,13 +189,11 @@ fn write_keeping_mode(real: &Utf8Path, bytes: &[u8]) -> Result<()> {
         }
         f.set_permissions(std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
         f.sync_all()?;
-        fs_err::rename(&tmp, real)?;
-        Ok(())
+        place(&tmp)
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {real}"))
+    // After a rename the temp name is gone; after a link (or a failure) it is removed here.
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 fn create_new(path: &Utf8Path, bytes: &[u8]) -> Result<()> {
