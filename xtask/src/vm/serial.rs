@@ -31,6 +31,9 @@ const COALESCE: Duration = Duration::from_millis(1);
 const LINE_PREFIX: usize = crate::diagnose::MATCH_PREFIX;
 /// Lines kept for verdicts ("the last lines").
 const TAIL_LINES: usize = 40;
+/// Watches search the current line's last this-many bytes plus what just arrived: a console
+/// line glued to the end of a long unterminated line (a flood) is still seen.
+const WATCH_WINDOW: usize = 1024;
 /// Finding ids that end the run at once: waiting longer cannot change the outcome.
 pub const FATAL: &[&str] = &["kernel-panic", "emergency-mode"];
 /// After a fatal finding, keep reading this long so the evidence (panic trace) is logged.
@@ -112,6 +115,8 @@ pub struct Serial {
     /// `buf[..scanned]` has been searched without a match (minus `OVERLAP`).
     scanned: usize,
     partial: String,
+    /// The tail of the current line, for watches (see `WATCH_WINDOW`).
+    watch_window: String,
     lines: usize,
     tail: VecDeque<String>,
     detector: Detector,
@@ -180,6 +185,7 @@ impl Serial {
             buf: String::new(),
             scanned: 0,
             partial: String::new(),
+            watch_window: String::new(),
             lines: 0,
             tail: VecDeque::new(),
             detector: Detector::new(),
@@ -322,6 +328,7 @@ impl Serial {
                 Some(text) => (text, true),
                 None => (piece, false),
             };
+            self.watch_text(text, complete);
             push_prefix(&mut self.partial, text, LINE_PREFIX);
             if complete {
                 let line = std::mem::take(&mut self.partial);
@@ -330,7 +337,33 @@ impl Serial {
         }
     }
 
+    /// Runs the unmatched watches over the current line's recent text. A match that ends where
+    /// the text so far ends waits for the line to go on (`10.0.2.1` may become `10.0.2.15`).
+    fn watch_text(&mut self, text: &str, complete: bool) {
+        if self.watches.iter().all(|w| w.seen.is_some()) {
+            return;
+        }
+        self.watch_window.push_str(text);
+        let no = self.lines + 1;
+        for w in &mut self.watches {
+            if w.seen.is_none() {
+                if let Some(m) = w.re.find(&self.watch_window) {
+                    if complete || m.end() < self.watch_window.len() {
+                        w.seen = Some((no, m.as_str().to_string()));
+                    }
+                }
+            }
+        }
+        if complete {
+            self.watch_window.clear();
+        } else if self.watch_window.len() > WATCH_WINDOW {
+            let cut = self.watch_window.ceil_char_boundary(self.watch_window.len() - WATCH_WINDOW);
+            self.watch_window.drain(..cut);
+        }
+    }
+
     fn flush_partial(&mut self) {
+        self.watch_text("", true);
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.complete_line(line);
@@ -343,14 +376,6 @@ impl Serial {
         for f in self.detector.feed_line(no, &line) {
             if self.fatal.is_none() && FATAL.contains(&f.id) {
                 self.fatal = Some((f, Instant::now()));
-            }
-        }
-        for w in &mut self.watches {
-            if w.seen.is_none() {
-                // Keep just the match: the line may carry a flood glued to it.
-                if let Some(m) = w.re.find(&line) {
-                    w.seen = Some((no, m.as_str().to_string()));
-                }
             }
         }
         if self.tail.len() == TAIL_LINES {
@@ -541,6 +566,21 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(2));
         drop(guest);
         assert!(matches!(s.expect(&[&never], Wait::new(Duration::from_secs(10), None)), Err(Stop::Eof)));
+    }
+
+    #[test]
+    fn a_watch_sees_a_line_glued_after_a_long_unterminated_line() {
+        let (mut s, mut guest, _dir) = pair();
+        s.watch("lan", Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").unwrap());
+        let mut text = "x".repeat(3 * LINE_PREFIX).into_bytes();
+        text.extend_from_slice(b"LAN IPv4 address: 10.0.2.1");
+        guest.write_all(&text).unwrap();
+        let never = Regex::new("never").unwrap();
+        let _ = s.expect(&[&never], Wait::new(Duration::from_secs(5), Some(Duration::from_millis(300))));
+        assert!(s.seen("lan").is_none(), "a match at the end of the text so far may still grow");
+        guest.write_all(b"5\r\nnext\r\n").unwrap();
+        let _ = s.expect(&[&Regex::new("next").unwrap()], Wait::new(Duration::from_secs(5), None));
+        assert_eq!(s.seen("lan"), Some(&(1, "LAN IPv4 address: 10.0.2.15".to_string())));
     }
 
     #[test]
