@@ -74,7 +74,7 @@ pub struct Args {
     /// Seconds to wait for /run/pre-nixos/storage-status (and for the unit to finish)
     #[arg(long, value_name = "SECS", default_value_t = 420)]
     pub storage_timeout: u64,
-    /// Seconds to wait for IPv4 on `lan` (and for the `LAN IPv4 address:` console line)
+    /// Seconds to wait for IPv4 on `lan`; the `LAN IPv4 address:` console line then gets up to min(this, 60) s more
     #[arg(long, value_name = "SECS", default_value_t = 240)]
     pub network_timeout: u64,
 }
