@@ -16,6 +16,10 @@ pub fn die_with_parent(cmd: &mut Command) {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // The parent may have died between fork and prctl: then no signal will come.
+            if libc::getppid() == 1 {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }

@@ -153,21 +153,16 @@ impl Qemu {
         // SAFETY: only async-signal-safe libc calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                if keep {
-                    if libc::setsid() < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                let ok = if keep { libc::setsid() >= 0 } else { libc::setpgid(0, 0) == 0 };
+                if ok {
+                    Ok(())
                 } else {
-                    if libc::setpgid(0, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The harness may have died between fork and prctl.
-                    if libc::getppid() == 1 {
-                        libc::_exit(1);
-                    }
+                    Err(std::io::Error::last_os_error())
                 }
-                Ok(())
             });
+        }
+        if !keep {
+            crate::process::die_with_parent(&mut cmd);
         }
         let child = cmd
             .spawn()
