@@ -97,15 +97,14 @@ fn run_probe(accel: Accel) -> Result<(bool, String)> {
     if accel == Accel::Kvm {
         kvm_device_usable()?;
     }
-    let qemu = which::which("qemu-system-x86_64")
-        .map_err(|_| anyhow::anyhow!("qemu-system-x86_64 is not installed (sudo apt-get install qemu-system-x86)"))?;
+    let qemu = crate::vm::qemu::locate()?;
     let kernel = probe_kernel()?;
     let deadline = match (accel, kernel.uncompressed) {
         (Accel::Kvm, _) => KVM_DEADLINE,
         (Accel::Tcg, true) => TCG_DEADLINE,
         (Accel::Tcg, false) => TCG_BZIMAGE_DEADLINE,
     };
-    let mut cmd = Command::new(qemu);
+    let mut cmd = Command::new(&qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", "256"])
         .args(["-accel", accel.name()])
         .arg("-kernel")
@@ -117,7 +116,7 @@ fn run_probe(accel: Accel) -> Result<(bool, String)> {
         .stderr(Stdio::piped());
     die_with_parent(&mut cmd);
     let started = Instant::now();
-    let child = KillOnDrop(cmd.spawn().context("starting qemu-system-x86_64")?);
+    let child = KillOnDrop(cmd.spawn().with_context(|| format!("starting {qemu}"))?);
     let seen = watch(child, deadline)?;
     let took = started.elapsed().as_secs_f64();
     let what = if kernel.uncompressed { "kernel" } else { "kernel (bzImage)" };
