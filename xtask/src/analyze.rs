@@ -2,10 +2,11 @@
 //! known failure signatures, with the same detector `vm-test` uses live (`diagnose`).
 //!
 //! Accepts raw logs (escapes, CRLF, invalid UTF-8: cleaned by `clean.rs`) and clean ones, or a
-//! vm-test run directory (its `serial.log`). Exit 0 when no failure was found, 1 when a
+//! vm-test run directory (its `serial.log`); serial text, `journalctl` output or OCR'd screen
+//! text (`--source`, else told line by line). Exit 0 when no failure was found, 1 when a
 //! failure signature was found, 3 when the file cannot be read.
 
-use crate::diagnose::{self, Detector, Finding, Kind, TimelineEntry};
+use crate::diagnose::{self, Detector, Finding, Kind, Source, TimelineEntry};
 use crate::{clean, exit, ui};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -20,6 +21,30 @@ pub struct Args {
     /// Print JSON: {"phase", "timeline": [{"phase", "line", ...}], "findings": [{"id", "line", "text", ...}]}
     #[arg(long)]
     pub json: bool,
+    /// Where the text comes from: serial console, `journalctl` output, or screen text (OCR);
+    /// `auto` tells each line (journald prefixes, OCR'd status brackets)
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub source: SourceArg,
+}
+
+/// `--source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    Auto,
+    Serial,
+    Journal,
+    Screen,
+}
+
+impl SourceArg {
+    fn forced(self) -> Option<Source> {
+        match self {
+            SourceArg::Auto => None,
+            SourceArg::Serial => Some(Source::Serial),
+            SourceArg::Journal => Some(Source::Journal),
+            SourceArg::Screen => Some(Source::Screen),
+        }
+    }
 }
 
 /// The result of reading one log.
@@ -41,14 +66,19 @@ impl Analysis {
 
 /// Runs the detector over a whole (raw or clean) log, then asks it what the silence at the
 /// end means.
-pub fn analyze_bytes(bytes: &[u8]) -> Analysis {
+pub fn analyze_bytes(bytes: &[u8], source: Option<Source>) -> Analysis {
     let text = clean::clean_all(bytes);
-    analyze_clean(&text)
+    analyze_clean_as(&text, source)
 }
 
-/// Same as `analyze_bytes` for text that is already clean.
+/// Same as `analyze_bytes` for serial text that is already clean.
 pub fn analyze_clean(text: &str) -> Analysis {
-    let mut detector = Detector::new();
+    analyze_clean_as(text, None)
+}
+
+/// `analyze_clean` for text from `source` (`None`: told line by line).
+pub fn analyze_clean_as(text: &str, source: Option<Source>) -> Analysis {
+    let mut detector = Detector::with_source(source);
     // A final newline ends the last line; it does not start another one.
     let body = text.strip_suffix('\n').unwrap_or(text);
     let mut lines = 0;
@@ -100,7 +130,7 @@ pub fn run(args: Args) -> Result<u8> {
             }
         }
     }
-    let analysis = analyze_bytes(&bytes);
+    let analysis = analyze_bytes(&bytes, args.source.forced());
     let out = if args.json {
         serde_json::to_string_pretty(&json(&path, &analysis))? + "\n"
     } else {
@@ -135,6 +165,8 @@ fn json(path: &Utf8Path, a: &Analysis) -> serde_json::Value {
                 "cause": sig.map(|s| s.cause),
                 "fix": sig.map(|s| s.fix),
                 "seen_by": sig.map(|s| s.seen_by),
+                "source": f.source,
+                "subject": f.subject,
             })
         })
         .collect();
@@ -176,7 +208,10 @@ fn render_text(path: &Utf8Path, a: &Analysis) -> String {
             Kind::Info => ui::Tone::Good,
         };
         let head = format!("{} ({})", f.id, sig.kind.name());
-        let _ = writeln!(o, "  {}  line {}", ui::paint(fancy, tone, &head), f.line);
+        let _ = writeln!(o, "  {}  line {}, {} text", ui::paint(fancy, tone, &head), f.line, f.source.name());
+        if let Some(subject) = &f.subject {
+            let _ = writeln!(o, "    about: {subject}");
+        }
         if !f.text.is_empty() {
             let _ = writeln!(o, "    text:  {}", f.text);
         }
@@ -194,7 +229,7 @@ mod tests {
     fn raw_crlf_and_clean_give_the_same_lines() {
         let raw =
             b"\x1b[0mLoading /boot/initrd...ok\r\n\x1b[?2004h\r\r\n\x1b[1;32m[\x1b]0;t\x07nixos@nixos:~]$\x1b[0m ";
-        let a = analyze_bytes(raw);
+        let a = analyze_bytes(raw, None);
         assert_eq!(a.lines, 3);
         assert_eq!(a.phase, diagnose::Phase::Shell);
         assert_eq!(a.timeline[1].line, 3);

@@ -5,7 +5,7 @@
 //! The layers live in `crate::vm` (QEMU → serial → boot → login → shell → checks → record);
 //! this module holds the flags, the order of the phases and the terminal output.
 
-use crate::diagnose::{Finding, Phase};
+use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::checks;
 use crate::vm::login::{self, Credentials};
@@ -247,7 +247,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
             let level = if p.fail { "FAIL" } else { "warning" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
             rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
-            rec.findings.push(Finding { id: p.finding, line: 0, text: p.message.clone() });
+            rec.findings.push(Finding::new(p.finding, 0, &p.message).from_source(Source::Harness));
         }
         if let Some(p) = pf.problems.iter().find(|p| p.fail) {
             return Err(Failure::fail(
