@@ -168,7 +168,7 @@ impl Finding {
     }
 
     /// The same finding, from `source`.
-    pub fn from_source(mut self, source: Source) -> Finding {
+    pub fn with_source(mut self, source: Source) -> Finding {
         self.source = source;
         self
     }
@@ -442,14 +442,20 @@ const RULES: &[(&str, &str)] = &[
     // stage-1-init.sh: `echo "stage 2 init script ($targetRoot/$stage2Init) not found"`;
     // systemd src/core/dbus-manager.c: "Specified switch root path '%s' does not seem to be an
     // OS tree. os-release file is missing." (older: "Not switching root: %s does not seem to
-    // be an OS tree. /etc/os-release is missing.").
+    // be an OS tree. /etc/os-release is missing."); src/core/main.c when the new root has no
+    // init: "Switch root target contains no usable init.".
     (
         "stage2-init-missing",
-        r"^stage 2 init script \((?P<s>[^)]+)\) not found|Specified switch root path '(?P<s2>[^']+)' does not seem to be an OS tree|Not switching root: (?P<s3>[^ ]+) does not seem to be an OS tree",
+        r"^stage 2 init script \((?P<s>[^)]+)\) not found|Specified switch root path '(?P<s2>[^']+)' does not seem to be an OS tree|Not switching root: (?P<s3>[^ ]+) does not seem to be an OS tree|Switch root target contains no usable init",
     ),
     // nixpkgs nixos/modules/system/activation/activation-script.nix:
-    // printf "Activation script snippet '%s' failed (%s)\n".
-    ("activation-failed", r"Activation script snippet '(?P<s>[^']+)' failed \([0-9]+\)"),
+    // printf "Activation script snippet '%s' failed (%s)\n"; before that line existed (and
+    // for errors outside a snippet) only bash's own "<script>: line N: <error>" from the
+    // system's `activate` script.
+    (
+        "activation-failed",
+        r"Activation script snippet '(?P<s>[^']+)' failed \([0-9]+\)|-nixos-system-[^/ ]*/activate: line [0-9]+: ",
+    ),
     // job.c: status word "DEPEND", "Dependency failed for %s.".
     ("dependency-failed", r"^\[DEPEND\] Dependency failed for (?P<s>.+?)\.?$"),
     // kernel/hung_task.c: pr_err("INFO: task %s:%d blocked for more than %ld seconds.\n").
@@ -523,10 +529,12 @@ const PHASE_MARKERS: &[(Phase, &str)] = &[
     // 1 and 2 scripts (nixpkgs stage-1-init.sh: "loading module $(basename $i)...",
     // "running udev...", "starting device mapper and LVM...", "waiting for device $dev to
     // appear...", "mounting $device on $mountPoint..."; stage-2-init.sh: "running activation
-    // script...", "starting systemd...").
+    // script...", "starting systemd..."), and what only runs once init has: activation
+    // (activation-script.nix), systemd's switch-root errors (main.c, dbus-manager.c),
+    // pre-nixos's console lines.
     (
         Phase::Init,
-        r"<<< NixOS Stage [12] >>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*(?:Linux|Debian|Ubuntu|Fedora).*!$|^\[ *(?:OK|FAILED|DEPEND|TIME|INFO|ASSERT|UNSUPP|ONCE) *\] |A (?:start|stop) job is running for |^stage-[12]-init: |systemd\[1\]: |^loading module [^ ]+\.\.\.$|^running udev\.\.\.$|^starting device mapper and LVM\.\.\.$|^waiting for device [^ ]+ to appear|^mounting [^ ]+ on [^ ]+\.\.\.$|^Timed out waiting for device [^ ]+, trying to mount anyway|^running activation script\.\.\.$|^setting up /etc\.\.\.$|^starting systemd\.\.\.$|^stage 2 init script ",
+        r"<<< ?NixOS Stage [12] ?>>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*(?:Linux|Debian|Ubuntu|Fedora).*!$|^\[ *(?:OK|FAILED|DEPEND|TIME|INFO|ASSERT|UNSUPP|ONCE|!!!!!!) *\] |A (?:start|stop) job is running for |^stage-[12]-init: |systemd\[1\]: |^loading module [^ ]+\.\.\.$|^running udev\.\.\.$|^starting device mapper and LVM\.\.\.$|^waiting for device [^ ]+ to appear|^mounting [^ ]+ on [^ ]+\.\.\.$|^Timed out waiting for device [^ ]+, trying to mount anyway|^running activation script\.\.\.$|^setting up /etc\.\.\.$|^starting systemd\.\.\.$|^stage 2 init script |Activation script snippet '|-nixos-system-[^/ ]*/activate: line [0-9]+: |Switch root target contains no usable init|^Failed to switch root: |^pre-nixos: ",
     ),
     (
         Phase::Login,
@@ -564,10 +572,11 @@ static LOGIN_SHELL_COMMAND: LazyLock<Regex> =
 /// A getty's `host login:` prompt (the other login markers are journal lines).
 static AGETTY_PROMPT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]* login:(?: |$)").expect("compiles"));
-/// Bootloader lines that mean it loaded or started something (a kernel, an initrd).
+/// Bootloader lines that mean it loaded or started something (a kernel, an initrd); U-Boot's
+/// extlinux prints `append: <command line>` once it has the kernel, just before booting it.
 static BOOTLOADER_LOADED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"^Loading /|^Booting `|^Starting kernel \.\.\.|^## Booting kernel|^Loading Linux |^Loading initial ramdisk",
+        r"^Loading /|^Booting `|^Starting kernel \.\.\.|^## Booting kernel|^Loading Linux |^Loading initial ramdisk|^append: |Booting using the fdt blob|^Moving Image from",
     )
     .expect("compiles")
 });
@@ -694,7 +703,7 @@ impl Detector {
         // A login prompt seen earlier is only a problem if no autologin follows it.
         if let Some((at, text)) = self.pending_login_prompt.take() {
             if !norm.text.contains("(automatic login)") {
-                let f = Finding::new("login-prompt", at, &text).from_source(self.source);
+                let f = Finding::new("login-prompt", at, &text).with_source(self.source);
                 self.add(&mut new, f);
             }
         }
@@ -732,6 +741,11 @@ impl Detector {
             return new;
         }
 
+        // While the bootloader runs, any of its lines may say it loaded the kernel (U-Boot's
+        // `append:` is no phase marker).
+        if self.phase() == Phase::Bootloader && BOOTLOADER_LOADED.is_match(body) {
+            self.bootloader_loaded = true;
+        }
         let hits = LINE_SET.matches(body);
         if !hits.matched_any() {
             return new;
@@ -776,7 +790,7 @@ impl Detector {
 
     /// A finding at `line_no` from the current line's source.
     fn finding(&self, id: &'static str, line_no: usize, text: &str, subject: Option<String>) -> Finding {
-        let mut f = Finding::new(id, line_no, text).from_source(self.source);
+        let mut f = Finding::new(id, line_no, text).with_source(self.source);
         f.subject = subject.map(|s| truncate(s.trim(), MAX_FINDING_TEXT).to_string()).filter(|s| !s.is_empty());
         f
     }
@@ -887,8 +901,11 @@ impl Detector {
                     continue;
                 }
                 "pager-input" => {
-                    if body.contains("not fully functional") {
-                        continue; // less's own start-up warning, not a key
+                    // less's own start-up warning (`WARNING: terminal is not fully
+                    // functional`, then `-  (press RETURN)`), not a key.
+                    if body.contains("not fully functional") || body.trim_start_matches(['-', ' ']) == "(press RETURN)"
+                    {
+                        continue;
                     }
                     let f = self
                         .pager
@@ -918,7 +935,7 @@ impl Detector {
         if truncate(line.trim(), MAX_FINDING_TEXT) == self.last_text {
             self.repeats += 1;
             if self.repeats == FLOOD_REPEATS {
-                let f = Finding::new("serial-flood", line_no, line).from_source(self.source);
+                let f = Finding::new("serial-flood", line_no, line).with_source(self.source);
                 self.add(new, f);
             }
         } else {
@@ -965,7 +982,7 @@ impl Detector {
     pub fn silence(&mut self) -> Vec<Finding> {
         let mut new = Vec::new();
         if let Some((at, text)) = self.pending_login_prompt.take() {
-            let f = Finding::new("login-prompt", at, &text).from_source(self.source);
+            let f = Finding::new("login-prompt", at, &text).with_source(self.source);
             self.add(&mut new, f);
         }
         if self.source == Source::Journal {
@@ -988,7 +1005,7 @@ impl Detector {
             Phase::Kernel => "kernel-stalled",
             _ => return new,
         };
-        let f = Finding::new(id, line, &text).from_source(self.source);
+        let f = Finding::new(id, line, &text).with_source(self.source);
         self.add(&mut new, f);
         new
     }
@@ -1201,6 +1218,196 @@ nixos login: nixos (automatic login)
             assert!(ids(&d).contains(id), "{text:?} should give {id}, got {:?}", ids(&d));
             assert!(signature(id).is_some());
         }
+    }
+
+    /// Each new catalogue id from the exact text of the program that prints it (file in the
+    /// comment), with what the finding names.
+    #[test]
+    fn catalogue_tells_from_the_printing_sources() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            // nixpkgs nixos/modules/system/boot/stage-1-init.sh
+            ("Timed out waiting for device /dev/disk/by-label/nixos, trying to mount anyway.", "root-device-missing", Some("/dev/disk/by-label/nixos")),
+            // BusyBox util-linux/mount.c via stage 1, and util-linux's mount(8)
+            ("mount: mounting /dev/disk/by-label/nixos on /mnt-root/ failed: No such file or directory", "root-device-missing", Some("/dev/disk/by-label/nixos")),
+            ("mount: /mnt-root: special device /dev/vda1 does not exist.", "root-device-missing", Some("/dev/vda1")),
+            // the kernel: init/do_mounts.c
+            ("[    2.1] VFS: Cannot open root device \"vda1\" or unknown-block(0,0): error -6", "root-device-missing", Some("vda1")),
+            ("[    2.2] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)", "root-device-missing", Some("unknown-block(0,0)")),
+            // systemd initrd: /sysroot's mount depends on the device that timed out
+            ("[DEPEND] Dependency failed for /sysroot.", "root-device-missing", Some("/sysroot")),
+            ("stage 2 init script (/mnt-root//nix/store/x-nixos-system/init) not found", "stage2-init-missing", Some("/mnt-root//nix/store/x-nixos-system/init")),
+            // systemd src/core/dbus-manager.c
+            ("Failed to switch root: Specified switch root path '/sysroot' does not seem to be an OS tree. os-release file is missing.", "stage2-init-missing", Some("/sysroot")),
+            // nixpkgs nixos/modules/system/activation/activation-script.nix
+            ("Activation script snippet 'users' failed (1)", "activation-failed", Some("users")),
+            // systemd src/core/job.c, service.c
+            ("[FAILED] Failed to start pre-nixos.service - Pre-NixOS setup.", "unit-failed", Some("pre-nixos.service - Pre-NixOS setup")),
+            ("[FAILED] Failed to mount /data.", "unit-failed", Some("/data")),
+            ("pre-nixos.service: Failed with result 'exit-code'.", "unit-failed", Some("pre-nixos.service")),
+            ("[DEPEND] Dependency failed for Local File Systems.", "dependency-failed", Some("Local File Systems")),
+            // device.c, mount.c, manager.c
+            ("[ TIME ] Timed out waiting for device /dev/disk/by-uuid/9e2b.", "unit-stuck", Some("/dev/disk/by-uuid/9e2b")),
+            ("[ TIME ] Timed out mounting /data.", "unit-stuck", Some("/data")),
+            ("[ ***  ] Job pre-nixos.service/start running (2min 3s / no limit)", "unit-stuck", Some("pre-nixos.service")),
+            ("[  *** ] (1 of 2) A start job is running for Pre-NixOS setup (3min 2s / no limit)", "unit-stuck", Some("Pre-NixOS setup")),
+            // kernel/hung_task.c
+            ("[  243.5] INFO: task systemd-udevd:212 blocked for more than 122 seconds.", "hung-task", Some("systemd-udevd:212")),
+            // networkctl, iproute2/BusyBox ip, `ip link` with a NIC nobody brought up
+            ("Interface \"lan\" not found.", "lan-interface-missing", Some("lan")),
+            ("Device \"lan\" does not exist.", "lan-interface-missing", Some("lan")),
+            ("2: ens4: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN mode DEFAULT group default qlen 1000", "lan-interface-missing", Some("ens4 is DOWN")),
+            // QEMU system/runstate.c
+            ("qemu-system-x86_64: terminating on signal 15 from pid 4321 (timeout)", "qemu-killed", Some("signal 15 from pid 4321 (timeout)")),
+            // less: a prompt redrawn (keys went in), its error()
+            ("lines 1-23/41 56%\nlines 2-24/41 58%", "console-in-pager", Some("less")),
+            ("Pattern not found  (press RETURN)", "console-in-pager", Some("less")),
+            // bash after autologin, before the first prompt
+            ("nixos login: nixos (automatic login)\n-bash: /etc/profile: line 12: syntax error near unexpected token `fi'", "login-shell-errors", None),
+        ];
+        for (text, id, subject) in cases {
+            let d = run(text);
+            let f = d.findings().iter().find(|f| f.id == *id);
+            assert!(f.is_some(), "{text:?} should give {id}, got {:?}", ids(&d));
+            assert_eq!(f.unwrap().subject.as_deref(), *subject, "{text:?}");
+        }
+    }
+
+    /// Bootloaders reporting that they cannot load or start an image; GRUB's `error:` counts
+    /// only while the bootloader runs.
+    #[test]
+    fn bootloaders_that_fail_say_so() {
+        for log in [
+            "GNU GRUB  version 2.12\nerror: file `/kernels/x-bzImage' not found.\nerror: you need to load the kernel first.\n",
+            "Welcome to GRUB!\nerror: ../../grub-core/kern/efi/sb.c:182:bad shim signature.\n  Failed to boot both default and fallback entries.\n",
+            "ISOLINUX 6.04 20200816\nCould not find kernel image: /boot/bzImage\nboot: \n",
+            "SYSLINUX 6.04 EDD 20200816\nFailed to load ldlinux.c32\nBoot failed: please change disks and press a key to continue.\n",
+            "U-Boot 2024.01 (Jan 08 2024 - 00:00:00 +0000)\nBad Linux ARM64 Image magic!\n=> \n",
+            "U-Boot 2024.01 (Jan 08 2024)\nSkipping NixOS - Default for failure retrieving kernel\n",
+            "iPXE initialising devices...ok\nCould not boot image: Exec format error (https://ipxe.org/2e008081)\n",
+        ] {
+            let d = run(log);
+            assert_eq!(d.phase(), Phase::Bootloader, "{log}");
+            // The failure explains the silence: no bootloader-stuck on top.
+            assert_eq!(ids(&d), ["bootloader-failed"], "{log}");
+        }
+        let d = run("[    0.0] Linux version 6\nerror: file 'nixpkgs' was not found in the Nix search path");
+        assert!(!ids(&d).contains(&"bootloader-failed"), "{:?}", ids(&d));
+        // U-Boot that started the kernel and then went quiet.
+        let d = run("U-Boot 2024.01 (Jan 08 2024)\nHit any key to stop autoboot:  0\n\nStarting kernel ...\n");
+        assert_eq!(ids(&d), ["serial-silent-after-bootloader"]);
+    }
+
+    /// The furthest phase comes from the evidence present, not from where a log starts.
+    #[test]
+    fn phase_from_the_evidence_in_an_excerpt() {
+        let cases: &[(&str, Phase)] = &[
+            ("[   12.345678] virtio_blk virtio1: [vda] 8388608 512-byte logical blocks", Phase::Kernel),
+            ("running udev...", Phase::Init),
+            ("loading module virtio_blk...", Phase::Init),
+            ("[  OK  ] Reached target Local File Systems.", Phase::Init),
+            ("[DEPEND] Dependency failed for /data.", Phase::Init),
+            ("[   3.1] systemd[1]: Started Journal Service.", Phase::Init),
+            ("[   3.9] stage-1-init: [Sat Oct 11 10:00:03 UTC 2025] running udev...", Phase::Init),
+            ("Oct 11 10:00:00 nixos kernel: Linux version 6.12.54", Phase::Kernel),
+            ("Oct 11 10:00:06 nixos systemd[1]: Started Journal Service.", Phase::Init),
+            ("Oct 11 10:00:07 nixos login[1012]: pam_unix(login:session): session opened for user nixos(uid=1000) by LOGIN(uid=0)", Phase::Login),
+            ("SeaBIOS (version 1.16.2-debian-1.16.2-1)", Phase::Bootloader),
+            ("iPXE 1.21.1+ (g9e1b) -- Open Source Network Boot Firmware", Phase::Bootloader),
+            ("BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM QM00003 \" from PciRoot(0x0)", Phase::Bootloader),
+            ("U-Boot 2024.01 (Jan 08 2024 - 00:00:00 +0000)", Phase::Bootloader),
+            ("Starting kernel ...", Phase::Bootloader),
+        ];
+        for (text, phase) in cases {
+            let d = run(text);
+            assert_eq!(d.phase(), *phase, "{text}");
+            assert_eq!(d.timeline().last().map(|e| e.line), Some(1), "{text}");
+        }
+        // A kernel-timestamped systemd line shows both the kernel and init.
+        let d = run("[   3.1] systemd[1]: Started Journal Service.");
+        assert_eq!(phases(&d), [Phase::Kernel, Phase::Init]);
+    }
+
+    /// Findings say where their text came from; journal and OCR'd lines are normalised.
+    #[test]
+    fn findings_name_their_source() {
+        let d = run("Oct 11 10:00:31 nixos systemd[1]: Failed to start Pre-NixOS setup.\n\
+                     [FAILED 1 Fai1ed t0 start Load Kernel Modules.\n[FAILED] Failed to mount /data.\n");
+        let f = &d.findings()[0];
+        assert_eq!((f.id, f.source), ("unit-failed", Source::Journal));
+        // The finding quotes the line as written.
+        assert!(f.text.starts_with("Oct 11 10:00:31 nixos systemd[1]:"), "{}", f.text);
+        // The OCR'd bracket switched the rest of the input to screen text.
+        let mut d = Detector::new();
+        d.feed_line(1, "[ 0K J Reached target Network.");
+        d.feed_line(2, "[FAILED] Fai1ed t0 start Pre-NixOS setup.");
+        assert_eq!(
+            (d.findings()[0].source, d.findings()[0].subject.as_deref()),
+            (Source::Screen, Some("Pre-NixOS setup"))
+        );
+        // `analyze --source journal` reads `journalctl -o cat` (no prefixes).
+        let mut d = Detector::with_source(Some(Source::Journal));
+        d.feed_line(1, "Dependency failed for /data.");
+        assert_eq!(ids(&d), ["dependency-failed"]);
+        let mut d = Detector::new();
+        d.feed_line(1, "Dependency failed for /data.");
+        assert!(ids(&d).is_empty(), "bare text is no journal in auto mode");
+    }
+
+    /// The end of a journal is no stall: no silence verdicts. A serial log that ends while
+    /// stage 1 waits for its device, or in a pager, is one.
+    #[test]
+    fn silence_verdicts_depend_on_the_source() {
+        let d = run("Oct 11 10:00:00 nixos kernel: Linux version 6.12.54");
+        assert_eq!(d.phase(), Phase::Kernel);
+        assert!(ids(&d).is_empty(), "{:?}", ids(&d));
+        let d = run("running udev...\nwaiting for device /dev/disk/by-label/nixos to appear.......");
+        assert_eq!(ids(&d), ["root-device-missing"]);
+        let d =
+            run("waiting for device /dev/disk/by-label/nixos to appear..\nmounting /dev/disk/by-label/nixos on /...");
+        assert!(ids(&d).is_empty(), "the device appeared: {:?}", ids(&d));
+        let d = run("[root@nixos:~]# systemctl status x\nlines 1-23/41 56%");
+        assert_eq!(ids(&d), ["console-in-pager"]);
+        let d = run("[root@nixos:~]# systemctl status x\nlines 1-23/41 56%\n[root@nixos:~]# ");
+        assert!(ids(&d).is_empty(), "the pager was left: {:?}", ids(&d));
+        let d = run(
+            "[root@nixos:~]# git log\nWARNING: terminal is not fully functional\n-  (press RETURN)\n[root@nixos:~]# ",
+        );
+        assert!(ids(&d).is_empty(), "less's start-up warning is no key: {:?}", ids(&d));
+    }
+
+    /// `lan` seen later (renamed, listed, addressed) withdraws `lan-interface-missing`.
+    #[test]
+    fn lan_that_appears_later_is_not_missing() {
+        let d = run("[root@nixos:~]# ip -o -4 addr show dev lan\nDevice \"lan\" does not exist.\n\
+                     [   41.9] virtio_net virtio0 lan: renamed from ens4\n");
+        assert!(ids(&d).is_empty(), "{:?}", ids(&d));
+        let d = run("2: lan: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 state UP\n\
+                     3: ens5: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN\n1: lo: <LOOPBACK> mtu 65536 state DOWN");
+        assert!(ids(&d).is_empty(), "{:?}", ids(&d));
+    }
+
+    /// Start-up errors count only between the login and the first prompt (and after an
+    /// echoed `sudo -i`); later the same text is a command's error.
+    #[test]
+    fn login_shell_errors_only_while_the_shell_starts() {
+        let d = run("nixos login: nixos (automatic login)\n-bash: warning: setlocale: LC_ALL: cannot change locale (en_US.UTF-8)\n[nixos@nixos:~]$ ");
+        assert_eq!(ids(&d), ["autologin-not-root", "login-shell-errors"]);
+        let d = run("[nixos@nixos:~]$ root\n-bash: root: command not found\n");
+        assert_eq!(ids(&d), ["command-not-found"]);
+        let d = run("[nixos@nixos:~]$ sudo -i\n-bash: /root/.bashrc: line 3: x: command not found\n[root@nixos:~]# ");
+        assert_eq!(ids(&d), ["login-shell-errors"]);
+    }
+
+    /// systemd names the unit after a failed start; the finding names both.
+    #[test]
+    fn failed_unit_is_named() {
+        let d = run("[FAILED] Failed to start Pre-NixOS setup.\nSee 'systemctl status pre-nixos.service' for details.");
+        assert_eq!(d.findings()[0].subject.as_deref(), Some("pre-nixos.service (Pre-NixOS setup)"));
+        let d = run("× pre-nixos.service - Pre-NixOS setup\n     Loaded: loaded (/etc/systemd/system/pre-nixos.service; enabled)\n     Active: failed (Result: exit-code) since Sat 2025-10-11 10:00:31 UTC; 2min ago");
+        assert_eq!(
+            (d.findings()[0].id, d.findings()[0].subject.as_deref()),
+            ("unit-failed", Some("pre-nixos.service"))
+        );
     }
 
     #[test]

@@ -247,7 +247,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
             let level = if p.fail { "FAIL" } else { "warning" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
             rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
-            rec.findings.push(Finding::new(p.finding, 0, &p.message).from_source(Source::Harness));
+            rec.findings.push(Finding::new(p.finding, 0, &p.message).with_source(Source::Harness));
         }
         if let Some(p) = pf.problems.iter().find(|p| p.fail) {
             return Err(Failure::fail(

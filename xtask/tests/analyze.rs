@@ -437,6 +437,13 @@ const FOREIGN: &[Foreign] = &[
     // The unit's description is free text: OCR's `Nix0S` in it stays as read.
     case("failed-unit-screen-photo.txt", "init", &["unit-failed@screen", "dependency-failed@screen"], 0)
         .subjects(&[("unit-failed", "pre-nixos.service (Pre-Nix0S setup)")]),
+    case(
+        "systemd-initrd-photo-transcribed.txt",
+        "init",
+        &["unit-stuck@screen", "root-device-missing@screen", "dependency-failed@screen", "emergency-mode@screen"],
+        1,
+    ),
+    case("journal-localized.log", "init", &["provisioning-failed@journal", "unit-failed@journal"], 1),
     // Healthy logs: no failure finding.
     case("healthy-distractors.log", "shell", &["autologin-not-root"], 0),
     case("healthy-ci-prefixed.log", "poweroff", &["autologin-not-root", "powered-off-cleanly"], 0),

@@ -18,8 +18,9 @@
 //! - **OCR confusions** (text read from a screenshot or photo): systemd's status brackets
 //!   come back as `[ OK 1`, `[ 0K J`, `[ TIME 1`, `[FAlLED]`, and `0`/`O`, `1`/`l`/`I`/`|`
 //!   swap inside the fixed words systemd, NixOS and the kernel print (`Fai1ed to start`,
-//!   `Nix0S Stage l`), and `rn` stands for `m` (`autornatic login`). Only those fixed words are repaired, never free text (unit names,
-//!   paths), so a repair cannot invent a failure.
+//!   `Nix0S Stage l`), and `rn` stands for `m` (`autornatic login`). Only those fixed
+//!   words are repaired, never free text (unit names, paths), so a repair cannot invent a
+//!   failure.
 //!
 //! CR LF doubling (`\r\r\n`, blank lines between every line) needs nothing here: the
 //! cleaner makes one line break of CR CR LF and the detector skips empty lines.
@@ -77,13 +78,11 @@ pub struct Normaliser {
 }
 
 /// Journald `short` and `short-precise` (the default of `journalctl`, and syslog's):
-/// `Oct 11 10:00:00[.123456] host ident[pid]: message`. The month and time make it
-/// unambiguous, so any identifier counts.
+/// `Oct 11 10:00:00[.123456] host ident[pid]: message`. The month is the locale's
+/// abbreviation (`gen 18 19:37:27` in Italian, `déc.` in French); with the time and the
+/// `host ident:` after it the shape is unambiguous, so any identifier counts.
 static JOURNAL_SHORT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9](?:\.[0-9]+)? ",
-    )
-    .expect("compiles")
+    Regex::new(r"^\p{L}{3,5}\.? [ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9](?:\.[0-9]+)? ").expect("compiles")
 });
 /// Journald `short-full`: `Sat 2025-10-11 10:00:00 UTC host ident[pid]: message`.
 static JOURNAL_FULL: LazyLock<Regex> = LazyLock::new(|| {
@@ -164,6 +163,12 @@ const OCR_PHRASES: &[&str] = &[
     "An error occurred in stage 1 of the boot process",
     "waiting for device",
     "to appear",
+    "loading module",
+    "running udev",
+    "starting device mapper and LVM",
+    "mounting",
+    "running activation script",
+    "starting systemd",
     "trying to mount anyway",
     "stage 2 init script",
     "not found",
@@ -256,7 +261,8 @@ impl Normaliser {
             }
         }
         let first = rest.as_bytes().first().copied().unwrap_or(0);
-        if first.is_ascii_uppercase() {
+        // A letter (or a UTF-8 lead byte: `déc.`) may start a journal date.
+        if first.is_ascii_alphabetic() || first >= 0xC0 {
             for re in [&*JOURNAL_SHORT, &*JOURNAL_FULL] {
                 if let Some(m) = re.find(rest) {
                     if let Some((voice, msg)) = journal_after_time(&rest[m.end()..], false) {
@@ -512,6 +518,12 @@ mod tests {
                 Voice::Systemd,
             ),
             ("Oct  1 10:00:00.123456 nixos kernel: Linux version 6.12.54", "Linux version 6.12.54", Voice::Kernel),
+            (
+                "gen 18 19:37:27 localhost systemd[1]: Failed to mount /sysroot/nix.",
+                "[FAILED] Failed to mount /sysroot/nix.",
+                Voice::Systemd,
+            ),
+            ("déc. 18 19:37:27 localhost kernel: Linux version 6", "Linux version 6", Voice::Kernel),
             (
                 "Sat 2025-10-11 10:00:00 UTC nixos systemd[1]: Dependency failed for /sysroot.",
                 "[DEPEND] Dependency failed for /sysroot.",
