@@ -16,7 +16,8 @@ use serde::Serialize;
 #[command(after_help = "Exit codes: 0 no failure found, 1 a failure signature was found, 3 the file cannot be read.\n\
 Finding ids, causes and fixes: docs/analyze.md.")]
 pub struct Args {
-    /// Serial log to read (raw or clean), or a vm-test run directory (reads its serial.log)
+    /// Boot log to read: serial console, `journalctl` output or screen text, raw or clean; or a
+    /// vm-test run directory (reads its serial.log)
     pub file: Utf8PathBuf,
     /// Print JSON: {"phase", "timeline": [{"phase", "line", ...}], "findings": [{"id", "line", "text", ...}]}
     #[arg(long)]

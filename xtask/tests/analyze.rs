@@ -526,3 +526,18 @@ fn foreign_corpus_phases_and_findings() {
         assert!(name == "README.md" || files.contains(name.as_str()), "{name} is not in FOREIGN");
     }
 }
+
+/// The text output says where a finding's line came from and what it names; a bad
+/// `--source` is a usage error.
+#[test]
+fn text_output_names_source_and_subject() {
+    let out = run_xtask(&["analyze", foreign("systemd-unit-failed-journal.log").to_str().unwrap()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("unit-failed (warning)  line 5, journal text"), "{text}");
+    assert!(text.contains("about: pre-nixos.service"), "{text}");
+    assert!(text.contains("text:  Oct 11 10:00:31.901702 nixos systemd[1]:"), "{text}");
+    assert_eq!(out.status.code(), Some(1));
+    let out = run_xtask(&["analyze", foreign("healthy-journal.log").to_str().unwrap(), "--source", "photo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: auto, serial, journal, screen"));
+}
