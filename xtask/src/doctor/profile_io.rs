@@ -129,12 +129,16 @@ pub fn apply_revert(home: &Utf8Path, dry_run: bool) -> Result<Vec<Outcome>> {
         let real = editable(&path)?;
         let old = fs_err::read(&real)?;
         let Some(new) = profile::revert(&old).map_err(|e| anyhow::anyhow!("{path}: {e}"))? else { continue };
-        let diff = profile::unified_diff(path.as_str(), &old, &new);
+        let diff = profile::unified_diff(path.as_str(), &old, &new.text);
         if !dry_run {
-            write_keeping_mode(&real, &new)?;
+            write_keeping_mode(&real, &new.text)?;
         }
         let verb = if dry_run { "would remove" } else { "removed" };
-        done.push(Outcome { message: format!("{path}: {verb} the nixos-boot-iso block"), changed: !dry_run, diff });
+        let mut message = format!("{path}: {verb} the nixos-boot-iso block");
+        if let Some(kept) = new.kept {
+            message.push_str(&format!("; {kept}"));
+        }
+        done.push(Outcome { message, changed: !dry_run, diff });
     }
     Ok(done)
 }
