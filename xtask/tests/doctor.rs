@@ -442,3 +442,48 @@ fn login_probe_leaves_nothing_running_and_keeps_little_output() {
     assert_eq!(guard["status"], "ok", "the probe ends with bash, not with the jobs it left: {guard}");
     assert!(peak_kib < 64 * 1024, "doctor kept the profile's 100 MB of output: peak RSS {peak_kib} KiB");
 }
+
+#[test]
+fn lines_added_inside_the_block_survive_fix_and_revert() {
+    let Some(home) = nix_home("lines_added_inside_the_block_survive_fix_and_revert") else { return };
+    let original = String::from_utf8(std::fs::read(home.profile()).unwrap()).unwrap();
+    assert_eq!(doctor(&home, &["--fix"]).status.code(), Some(0));
+    let guard = r#"export USER="${USER:-$(id -un)}""#;
+    let fixed = String::from_utf8(std::fs::read(home.profile()).unwrap()).unwrap();
+    let with_mine = fixed.replace(&format!("{guard}\n"), &format!("{guard}\nexport MINE=1\n"));
+    assert_ne!(with_mine, fixed);
+    let mine_line = with_mine.lines().position(|l| l == "export MINE=1").unwrap() + 1;
+
+    // --revert keeps the line where the block was and names it.
+    std::fs::write(home.profile(), &with_mine).unwrap();
+    let out = doctor(&home, &["--revert"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains(&format!(
+            "kept 1 line you had added inside it, where the block was: line {mine_line} `export MINE=1`"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let installer = original.lines().position(|l| l.ends_with("# added by Nix installer")).unwrap();
+    let mut expect: Vec<&str> = original.lines().collect();
+    expect.insert(installer, "export MINE=1");
+    assert_eq!(std::fs::read_to_string(home.profile()).unwrap(), format!("{}\n", expect.join("\n")));
+
+    // --fix moves it below the block, says so, and the profile still works.
+    std::fs::write(home.profile(), &with_mine).unwrap();
+    let out = doctor(&home, &["--fix"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains(&format!(
+            "moved 1 line you had added inside the block to right below it: line {mine_line} `export MINE=1`"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let moved = std::fs::read_to_string(home.profile()).unwrap();
+    assert!(moved.contains("<<< nixos-boot-iso: nix USER guard <<<\nexport MINE=1\nif [ -e "), "{moved}");
+    let (path, _) = login_without_user(&home);
+    assert!(path.contains(&home.bin()), "{path:?}");
+    assert!(stdout(&doctor(&home, &["--fix"])).contains("nothing changed"));
+}
