@@ -14,7 +14,7 @@
 //! Lines a user adds *inside* the block are theirs: `fix` moves them to right below the block,
 //! `revert` leaves them where the block was; both name them. Moving (rather than refusing)
 //! keeps `--fix` and `--revert` usable without hand edits and loses nothing: every byte stays,
-//! and the lines still run after the guard and the sourcing of nix.sh, as most did before.
+//! and the lines still run after the guard and the sourcing of nix.sh, where such lines belong.
 //! The file I/O lives in `profile_io`.
 
 use regex::bytes::Regex;
