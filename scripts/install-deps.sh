@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, everything the xtask verbs and the test suite need:
-# QEMU, OVMF, nix-bin, and the tools that build the fixture ISO. Idempotent and quick when
-# everything is present. Needs root (or sudo) and apt-get.
+# QEMU, OVMF, nix-bin, and the tools that build the fixture ISO; then gives nix its build
+# users (scripts/nix-build-users.sh), without which Debian's nix cannot build as root.
+# Idempotent and quick when everything is present. Needs root (or sudo) and apt-get.
+# What it changes on the host is listed in README.md ("What install-deps changes").
 set -euo pipefail
 
 packages=(
@@ -12,12 +14,15 @@ packages=(
   shellcheck                               # lints scripts/*.sh in the test suite
 )
 
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  "$here/nix-build-users.sh"
   exit 0
 fi
 
@@ -39,4 +44,5 @@ for p in "${missing[@]}"; do
   [ "$p" = qemu-utils ] || to_install+=("$p")
 done
 $SUDO apt-get install -y -q --allow-downgrades --no-install-recommends "${to_install[@]}" "${pins[@]}"
+"$here/nix-build-users.sh"
 echo "install-deps: done"

@@ -3,9 +3,13 @@
 #
 #  1. nix: when no nix is found (PATH or the usual install locations) and apt-get exists,
 #     installs Debian's nix-bin (with sudo when not root). Otherwise says how to install it.
-#  2. flakes: makes sure the user's nix.conf enables `nix-command flakes` (appends one
+#  2. building: the `nixbld` group and build users (scripts/nix-build-users.sh, as Debian's
+#     nix-setup-systemd and Nix's installer make them), so nix can build as root. A normal user
+#     builds through a nix-daemon: with systemd, Debian's nix-setup-systemd provides it and the
+#     user joins `nix-users`; without systemd the script says how to start one.
+#  3. flakes: makes sure the user's nix.conf enables `nix-command flakes` (appends one
 #     `extra-experimental-features` line, only when nix does not already have both).
-#  3. profile: runs `cargo xtask doctor --fix`, which puts the USER guard before the sourcing
+#  4. profile: runs `cargo xtask doctor --fix`, which puts the USER guard before the sourcing
 #     of ~/.nix-profile/etc/profile.d/nix.sh (see docs/doctor.md; undo: --revert).
 #
 # Environment: XTASK overrides the command used for step 3 (default: `cargo xtask`).
@@ -50,7 +54,24 @@ else
   exit 1
 fi
 
-# 2. flakes in the user's nix.conf (nix reads \$XDG_CONFIG_HOME/nix/nix.conf, default ~/.config).
+# 2. building: build users for root's builds, a daemon for a normal user's.
+"$root/scripts/nix-build-users.sh"
+if [ "$(id -u)" -ne 0 ] && [ ! -w /nix/var/nix/db ]; then
+  if [ -S /nix/var/nix/daemon-socket/socket ] && "$nix_bin" --extra-experimental-features nix-command store ping >/dev/null 2>&1; then
+    say "a nix-daemon answers: $user builds through it"
+  elif [ -d /run/systemd/system ]; then
+    say "the store belongs to root: installing Debian's nix-daemon (nix-setup-systemd), adding $user to nix-users"
+    sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nix-setup-systemd
+    sudo usermod --append --groups nix-users "$user"
+    sudo systemctl enable --now nix-daemon.socket
+    say "log in again (the nix-users membership applies to new sessions), then: cargo xtask doctor"
+  else
+    say "the store belongs to root and this machine has no systemd to run a nix-daemon:"
+    say "  start one as root (sudo nix-daemon &), or build as root"
+  fi
+fi
+
+# 3. flakes in the user's nix.conf (nix reads \$XDG_CONFIG_HOME/nix/nix.conf, default ~/.config).
 conf_dir="${XDG_CONFIG_HOME:-$home/.config}/nix"
 conf="$conf_dir/nix.conf"
 features="$("$nix_bin" --extra-experimental-features nix-command show-config 2>/dev/null \
@@ -73,7 +94,7 @@ else
   say "enabled nix-command and flakes in $conf"
 fi
 
-# 3. the login profile's USER guard.
+# 4. the login profile's USER guard.
 say "repairing the login profile of $user"
 cd "$root"
 if [ -n "${XTASK:-}" ]; then

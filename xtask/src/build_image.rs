@@ -410,13 +410,15 @@ fn write_log_line(log: &mut impl Write, update: &events::Update) -> std::io::Res
 }
 
 /// The error for a failed `nix build`: failing derivation, its last log lines, how to see the
-/// whole log. Exit 1, or 3 when nix could not reach something (a download failed).
+/// whole log; or, when nix stopped before or outside the builds, nix's own error lines and the
+/// warnings that go with them. Known causes (`nix::recognise`) add a hint each. Exit 1, or 3
+/// when the cause is the machine's set-up or network, not the flake.
 fn failure_error(meta: &mut Metadata, t: &Tracker, status: std::process::ExitStatus, secs: f64) -> anyhow::Error {
     let drv = t.failed_drv();
     let features = format!("{} '{}'", nix::FEATURE_FLAGS[0], nix::FEATURE_FLAGS[1]);
     let log_cmd = drv.as_ref().map(|d| format!("{} {features} log {d}", meta.nix.binary));
     let tail = drv.as_ref().map(|d| t.tail(d)).unwrap_or_default();
-    let errors: Vec<String> = t.errors.iter().map(|e| e.trim().to_string()).collect();
+    let said = nix_said(&t.messages);
     let mut msg = format!("nix build failed ({status}) after {secs:.1}s\n");
     match &drv {
         Some(d) => {
@@ -431,40 +433,69 @@ fn failure_error(meta: &mut Metadata, t: &Tracker, status: std::process::ExitSta
             }
             msg += &format!("whole log: {}\n", log_cmd.as_deref().unwrap_or_default());
         }
-        None => msg += "no derivation failed: nix stopped before or outside the builds (evaluation, fetching, flags)\n",
+        None => {
+            msg += "no derivation failed: nix stopped before or outside the builds (evaluation, fetching, set-up)\n"
+        }
     }
-    if !errors.is_empty() {
-        msg += "nix said:\n";
-        for e in &errors {
-            for l in e.lines() {
+    if said.is_empty() {
+        // Never an empty block: show what nix printed last instead.
+        let last: Vec<&String> = t.plain_lines.iter().rev().take(NIX_SAID_MAX).collect();
+        if last.is_empty() {
+            msg += "nix printed no error line (see build.log)\n";
+        } else {
+            msg += "nix printed no error line; its last lines:\n";
+            for l in last.into_iter().rev() {
                 msg += &format!("  {l}\n");
             }
+        }
+    } else {
+        msg += "nix said:\n";
+        for l in &said {
+            msg += &format!("  {l}\n");
         }
     }
     msg += &format!("run directory: {} (build.log has every line)", meta.run_dir);
     meta.failure =
-        Some(Failure { derivation: drv.clone(), log_tail: tail, nix_log_command: log_cmd, nix_errors: errors.clone() });
-    let unreachable = errors.iter().any(|e| {
-        ["unable to download", "Couldn't resolve host", "Could not resolve host", "Connection refused", "timed out"]
-            .iter()
-            .any(|s| e.contains(s))
-    });
-    let code = if drv.is_none() && unreachable { exit::INFRA } else { exit::FAILED };
+        Some(Failure { derivation: drv.clone(), log_tail: tail, nix_log_command: log_cmd, nix_errors: said.clone() });
     let git_flake = !meta.flake.contains(':');
-    // nix 2.8: "getting status of '/nix/store/…-source/x': No such file or directory";
-    // newer nix: "path '…' does not exist".
-    let missing_file = |e: &String| {
-        e.contains("does not exist") || (e.contains("-source/") && e.contains("No such file or directory"))
-    };
-    if git_flake && errors.iter().any(missing_file) {
-        msg += "\nhint: the flake is read from git, which shows nix only tracked files; \
-                `git add` new files (e.g. scripts/pre-nixos.sh) before building";
+    let problems: Vec<nix::Problem> = nix::recognise(t.messages.iter().map(String::as_str))
+        .into_iter()
+        .filter(|p| git_flake || !matches!(p, nix::Problem::SourceFileMissing { .. }))
+        .collect();
+    for p in &problems {
+        msg += &format!("\ncause: {}\nfix:   {}", p.cause(), p.fix());
     }
-    if code == exit::INFRA {
-        msg += "\nnext step: nix could not reach a host it needs (GitHub for nixpkgs, a binary cache); \
-                check the network or proxy, or build elsewhere with --builders (docs/build-image.md)";
-    }
+    let infrastructure = drv.is_none() && problems.iter().any(nix::Problem::is_infrastructure);
+    let code = if infrastructure { exit::INFRA } else { exit::FAILED };
     Exit { code, message: msg }.into()
+}
+
+/// At most this many of nix's lines in a failure message (build.log has all of them).
+const NIX_SAID_MAX: usize = 12;
+
+/// nix's error lines and the warnings that go with them, each once: a warning that repeats an
+/// error (nix 2.8 prints both) and the retry counter of a repeated warning are dropped.
+fn nix_said(messages: &[String]) -> Vec<String> {
+    let retry = regex::Regex::new(r"; retrying in \d+ ms$").expect("valid regex");
+    let lines: Vec<String> = messages
+        .iter()
+        .flat_map(|m| m.lines())
+        .map(|l| retry.replace(l.trim_end(), "").into_owned())
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let errors: Vec<&str> = lines.iter().filter_map(|l| l.trim_start().strip_prefix("error:")).map(str::trim).collect();
+    let mut said: Vec<String> = Vec::new();
+    for l in &lines {
+        let repeats_an_error = l.trim_start().strip_prefix("warning:").map(|w| w.trim()).is_some_and(|w| {
+            errors.contains(&w) || w.strip_prefix("error:").is_some_and(|w| errors.contains(&w.trim()))
+        });
+        if !repeats_an_error && !said.contains(l) {
+            said.push(l.clone());
+        }
+    }
+    // Keep the end (the error) when there are too many lines.
+    let skip = said.len().saturating_sub(NIX_SAID_MAX);
+    said.split_off(skip)
 }
 
 fn nix_build_command(nix: &Utf8Path, flake: &str, attr: &str, opts: &BuildOptions) -> Vec<String> {
@@ -579,6 +610,29 @@ mod tests {
              --no-link --log-format internal-json --builders 'ssh://b x86_64-linux' --max-jobs 0 \
              --option substituters '' --option cores 2 --keep-failed"
         );
+    }
+
+    #[test]
+    fn nix_said_keeps_errors_and_other_warnings_once() {
+        let m: Vec<String> = [
+            "warning: error: unable to download 'https://cache.nixos.org/nix-cache-info': Couldn't resolve host name (6); retrying in 283 ms",
+            "warning: error: unable to download 'https://cache.nixos.org/nix-cache-info': Couldn't resolve host name (6); retrying in 647 ms",
+            "warning: the group 'nixbld' specified in 'build-users-group' does not exist",
+            "error: the group 'nixbld' specified in 'build-users-group' does not exist",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            nix_said(&m),
+            [
+                "warning: error: unable to download 'https://cache.nixos.org/nix-cache-info': Couldn't resolve host name (6)",
+                "error: the group 'nixbld' specified in 'build-users-group' does not exist",
+            ]
+        );
+        let many: Vec<String> = (0..30).map(|i| format!("warning: w{i}")).chain(["error: last".into()]).collect();
+        let said = nix_said(&many);
+        assert_eq!((said.len(), said.last().map(String::as_str)), (NIX_SAID_MAX, Some("error: last")));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `cargo xtask build-image` against Debian's real nix (2.8): a local flake without inputs,
-//! generated per test in a temp dir, whose derivations (builder /bin/sh, absolute paths) copy a
-//! small ISO-like file into `$out/iso/`, fail, produce no ISO, or produce two. Also: the repo's
+//! generated per test in a temp dir, whose derivations copy a small ISO-like file into
+//! `$out/iso/`, fail, produce no ISO, or produce two. Their builder is a static busybox that the
+//! flake carries into the store, so they build the same with nix's sandbox on (the default once
+//! the build users exist) or off: nothing from the host's /bin is needed. Also: the repo's
 //! flake.nix, flake.lock and nix/*.nix parse, and the lock matches the flake's inputs.
 
 mod common;
@@ -17,8 +19,8 @@ const TEST_FLAKE: &str = r#"{
       mk = name: script: derivation {
         inherit name;
         system = "x86_64-linux";
-        builder = "/bin/sh";
-        args = [ "-c" script ];
+        builder = "${./bb}/busybox";
+        args = [ "sh" "-c" script ];
         src = ./disk.iso;
         # Unique per test run, so nix really builds instead of reusing the store path.
         nonce = "@NONCE@";
@@ -28,8 +30,8 @@ const TEST_FLAKE: &str = r#"{
         bootImage = mk "test-image" ''
           echo '@nix {"action":"setPhase","phase":"buildPhase"}'
           echo "preparing image"
-          /bin/mkdir -p $out/iso
-          /bin/cp $src $out/iso/test-image.iso
+          mkdir -p $out/iso
+          cp $src $out/iso/test-image.iso
           echo '@nix {"action":"setPhase","phase":"installPhase"}'
           echo "image ready"
         '';
@@ -43,21 +45,21 @@ const TEST_FLAKE: &str = r#"{
         # The real ISO fails like this: a dependency (the squashfs) fails, the ISO does not build.
         failingDep = mk "test-image-outer" ''
           echo ${failing}
-          /bin/mkdir -p $out/iso
+          mkdir -p $out/iso
         '';
         noIso = mk "test-image-no-iso" ''
-          /bin/mkdir -p $out/nix-support
+          mkdir -p $out/nix-support
           echo readme > $out/readme.txt
         '';
         slow = mk "test-image-slow" ''
           echo '@nix {"action":"setPhase","phase":"buildPhase"}'
           echo "waiting"
-          /bin/sleep 60
+          sleep 60
         '';
         twoIsos = mk "test-image-two-isos" ''
-          /bin/mkdir -p $out/iso
-          /bin/cp $src $out/iso/a.iso
-          /bin/cp $src $out/iso/b.iso
+          mkdir -p $out/iso
+          cp $src $out/iso/a.iso
+          cp $src $out/iso/b.iso
         '';
       };
     };
@@ -80,6 +82,8 @@ fn test_flake(name: &str) -> TestFlake {
     let mut iso = vec![0u8; 64 * 1024];
     iso[0x8001..0x8006].copy_from_slice(b"CD001"); // ISO 9660 primary volume descriptor magic
     std::fs::write(flake.join("disk.iso"), iso).unwrap();
+    std::fs::create_dir(flake.join("bb")).unwrap();
+    std::fs::copy(BUSYBOX, flake.join("bb/busybox")).unwrap();
     let out = dir.path().join("out");
     TestFlake { _dir: dir, flake, out }
 }
@@ -112,8 +116,11 @@ fn metadata(out: &Path) -> Value {
     serde_json::from_str(&m).unwrap()
 }
 
+/// Static (busybox-static): runs in nix's sandbox without any library from the host.
+const BUSYBOX: &str = "/bin/busybox";
+
 fn tools(test: &str) -> bool {
-    require_tools(test, &["nix", "nix-instantiate"])
+    require_tools(test, &["nix", "nix-instantiate", BUSYBOX])
 }
 
 #[test]
@@ -236,7 +243,9 @@ fn failing_derivation_is_named_with_its_log_tail() {
     assert!(stderr.contains("  | log line 12"), "{stderr}");
     assert!(!stderr.contains("  | log line 11\n"), "only the last 30 lines: {stderr}");
     assert!(stderr.contains(" log /nix/store/"), "the nix log command: {stderr}");
+    assert!(stderr.contains("nix said:\n  error: builder for '/nix/store/"), "nix's own error line: {stderr}");
     assert!(stderr.contains("failed with exit code 3"), "nix's own error: {stderr}");
+    assert!(!stderr.contains("cause:"), "no hint that does not apply: {stderr}");
 
     let m = metadata(&t.out);
     assert_eq!(m["outcome"], "fail");
@@ -375,8 +384,72 @@ fn unreachable_input_is_an_infrastructure_error() {
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("unable to download 'https://nix-input.invalid/src.tar.gz'"), "{stderr}");
-    assert!(stderr.contains("next step: nix could not reach a host"), "{stderr}");
+    assert!(stderr.contains("cause: nix could not download something it needs"), "{stderr}");
     assert_eq!(metadata(&t.out)["outcome"], "infra");
+}
+
+#[test]
+fn missing_build_group_shows_nix_error_and_the_setup_fix() {
+    if !tools("missing_build_group") {
+        return;
+    }
+    // A fresh Debian machine before scripts/install-deps.sh: nix wants a group that is not there.
+    let t = test_flake("nogroup");
+    let o = xtask()
+        .args(["build-image", "--flake"])
+        .arg(&t.flake)
+        .args(["--out-dir"])
+        .arg(&t.out)
+        .env("NIX_CONFIG", "build-users-group = xtask-no-such-group\nsubstituters =")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "the machine's set-up, not the flake: {stderr}");
+    assert!(
+        stderr.contains(
+            "nix said:\n  error: the group 'xtask-no-such-group' specified in 'build-users-group' does not exist"
+        ),
+        "nix's own error line, once: {stderr}"
+    );
+    assert!(!stderr.contains("warning: the group"), "the warning that repeats the error is dropped: {stderr}");
+    assert!(stderr.contains("fix:   sudo scripts/nix-setup.sh"), "{stderr}");
+    assert!(!stderr.contains("git add"), "no hint that does not apply: {stderr}");
+    assert!(!stderr.contains("could not download"), "no hint that does not apply: {stderr}");
+    assert_eq!(metadata(&t.out)["outcome"], "infra");
+}
+
+/// The guard against tests that pass only on a machine with hand-made state: nix here gets no
+/// configuration at all (no /etc/nix/nix.conf, no user nix.conf, no NIX_CONFIG), so it builds
+/// with nix's defaults (build users of `nixbld`, sandbox on) and with the groups that
+/// scripts/install-deps.sh creates, nothing else.
+#[test]
+fn builds_with_nothing_but_the_projects_setup() {
+    if !tools("projects_setup_only") {
+        return;
+    }
+    let group = Command::new("getent").args(["group", "nixbld"]).output().unwrap();
+    let line = String::from_utf8_lossy(&group.stdout).into_owned();
+    assert!(
+        group.status.success() && line.trim_end().rsplit(':').next().is_some_and(|m| m.contains("nixbld1")),
+        "the nixbld group with its build users comes from scripts/install-deps.sh (scripts/nix-build-users.sh): {line:?}"
+    );
+    let t = test_flake("setup-only");
+    let empty = tempfile::tempdir().unwrap();
+    let o = xtask()
+        .args(["build-image", "--flake"])
+        .arg(&t.flake)
+        .args(["--out-dir"])
+        .arg(&t.out)
+        .args(["--option", "substituters", ""])
+        .env_remove("NIX_CONFIG")
+        .env("NIX_CONF_DIR", empty.path())
+        .env("NIX_USER_CONF_FILES", empty.path().join("none.conf"))
+        .env("XDG_CONFIG_HOME", empty.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(metadata(&t.out)["outcome"], "pass");
 }
 
 #[test]
@@ -430,7 +503,8 @@ fn untracked_file_in_a_git_flake_gets_the_git_add_hint() {
     let (_, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("untracked.sh"), "{stderr}");
-    assert!(stderr.contains("hint: the flake is read from git"), "{stderr}");
+    assert!(stderr.contains("a flake in git shows nix only tracked files"), "{stderr}");
+    assert!(stderr.contains("fix:   `git add`"), "{stderr}");
 }
 
 #[test]

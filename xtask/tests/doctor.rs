@@ -352,6 +352,8 @@ fn nix_setup_script_is_idempotent_and_enables_flakes() {
     let after = checks(&doctor(&home, &["--json"]));
     assert_eq!(check(&after, "nix-features")["status"], "ok");
     assert_eq!(check(&after, "user-guard")["status"], "ok");
+    assert!(second.contains("nixbld group and 10 build users present"), "{second}");
+    assert_eq!(check(&after, "nix-build")["status"], "ok", "{:?}", check(&after, "nix-build"));
 }
 
 /// Processes whose command line is exactly `args` (NUL-separated in /proc/PID/cmdline) and

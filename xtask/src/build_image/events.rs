@@ -99,10 +99,17 @@ pub struct Tracker {
     pub started: Vec<String>,
     /// Every phase seen, as (derivation name, phase), in order.
     pub phases: Vec<(String, String)>,
-    /// Error messages (level 0), escape-free.
-    pub errors: Vec<String>,
+    /// nix's own error and warning messages (level-0 events, plain `error:`/`warning:` lines),
+    /// escape-free, in arrival order.
+    pub messages: Vec<String>,
     /// Lines on stderr that were not JSON events (e.g. nix falling back to plain logging).
     pub plain_lines: Vec<String>,
+}
+
+/// An `error:` or `warning:` line of nix's.
+fn is_diagnostic(text: &str) -> bool {
+    let t = text.trim_start();
+    t.starts_with("error:") || t.starts_with("warning:")
 }
 
 impl Tracker {
@@ -117,8 +124,8 @@ impl Tracker {
             if text.trim().is_empty() {
                 return vec![];
             }
-            if text.trim_start().starts_with("error:") {
-                self.errors.push(text.clone());
+            if is_diagnostic(&text) {
+                self.messages.push(text.clone());
             }
             self.plain_lines.push(text.clone());
             let level = if text.trim_start().starts_with("error:") { 0 } else { 1 };
@@ -135,8 +142,8 @@ impl Tracker {
             "msg" => {
                 let level = v["level"].as_u64().unwrap_or(3);
                 let text = clean_all(v["msg"].as_str().unwrap_or("").as_bytes());
-                if level == 0 {
-                    self.errors.push(text.clone());
+                if level == 0 || is_diagnostic(&text) {
+                    self.messages.push(text.clone());
                 }
                 vec![Update::Message { level, text }]
             }
@@ -248,7 +255,7 @@ impl Tracker {
     /// (`builder for '/nix/store/…drv' failed …`), else the build that was running last.
     pub fn failed_drv(&self) -> Option<String> {
         let re = regex::Regex::new(r"/nix/store/[0-9a-z]{32}-[^\s'`]+\.drv").expect("valid regex");
-        for e in &self.errors {
+        for e in &self.messages {
             if e.contains("builder for") || e.contains("build of") || e.contains("failed with exit code") {
                 if let Some(m) = re.find(e) {
                     return Some(m.as_str().to_string());
@@ -336,7 +343,7 @@ mod tests {
         assert!(ups.contains(&Update::BuildStopped { drv: DRV.into(), failed: true }));
         assert_eq!(t.tail(DRV), vec!["line 1", "boom"]);
         assert_eq!(t.failed_drv().as_deref(), Some(DRV));
-        assert!(t.errors[0].starts_with("error: builder for '/nix/store/"), "{:?}", t.errors);
+        assert!(t.messages[0].starts_with("error: builder for '/nix/store/"), "{:?}", t.messages);
         assert_eq!(t.phases, vec![("test-image-bad".to_string(), "buildPhase".to_string())]);
     }
 
@@ -380,7 +387,10 @@ mod tests {
         let mut t = Tracker::new();
         let ups = t.feed("\x1b[31;1merror:\x1b[0m unrecognised flag '--bogus'");
         assert_eq!(ups, vec![Update::Message { level: 0, text: "error: unrecognised flag '--bogus'".into() }]);
-        assert_eq!(t.errors.len(), 1);
+        assert_eq!(t.messages.len(), 1);
+        t.feed("warning: unable to download 'https://cache.nixos.org/nix-cache-info'");
+        t.feed("these 2 paths will be fetched");
+        assert_eq!(t.messages.len(), 2, "warnings are kept, other plain lines are not: {:?}", t.messages);
         assert!(t.feed("@nix {not json").is_empty());
     }
 

@@ -19,12 +19,14 @@ const FIXTURE: &str = "Fixture tools";
 /// Time boxes: generous against the checks' own deadlines, so they fire only on real hangs.
 const QUICK: Duration = Duration::from_secs(4);
 const PROBE: Duration = Duration::from_secs(90); // the first run may fetch the probe kernel with apt
+const BUILD_PROBE: Duration = Duration::from_secs(15); // above the build probe's own 10 s deadline
 
 pub fn all() -> Vec<Spec> {
     let s = |group, name, time_box, run| Spec { group, name, time_box, run };
     vec![
         s(NIX, "nix", QUICK, nix),
         s(NIX, "nix-features", QUICK, nix_features),
+        s(NIX, "nix-build", BUILD_PROBE, super::build_probe::nix_build),
         s(PROFILE, "user-env", QUICK, user_env),
         s(PROFILE, "user-guard", QUICK, user_guard),
         s(VENV, "venv", QUICK, venv::exists),

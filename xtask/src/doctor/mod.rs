@@ -5,6 +5,7 @@
 //! panic message, a check that overruns its time box becomes a `fail` naming the time box
 //! (its thread is abandoned; child processes are killed by their own deadlines).
 
+mod build_probe;
 mod checks;
 mod cmd;
 pub mod profile;
