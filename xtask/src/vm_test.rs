@@ -311,6 +311,8 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         memory_mib: memory,
         cpus: args.cpus,
         ssh_port: Some(spec.ssh_port),
+        serial_socket: Some(spec.serial_sock.to_string()),
+        qmp_socket: Some(spec.qmp_sock.to_string()),
         ..Default::default()
     };
     let listener = serial::listen(&spec.serial_sock).map_err(|e| infra("qemu-start-failed", e))?;
@@ -576,11 +578,11 @@ fn emit(text: &str) {
 
 fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
     let mut out = String::new();
-    say!(out, "QEMU left running (--keep), pid {}. Attach (socat: `apt-get install socat`):", vm.pid);
-    say!(out, "  serial console: socat -,rawer,escape=0x1d UNIX-LISTEN:{}   (QEMU reconnects within 1 s; press Enter; Ctrl-] quits)", spec.serial_sock);
-    say!(out, "  QMP:            socat - UNIX-CONNECT:{}", spec.qmp_sock);
+    say!(out, "QEMU left running (--keep), pid {}.", vm.pid);
+    say!(out, "  serial console: cargo xtask attach {dir}   (Ctrl-] detaches, the VM keeps running)");
+    say!(out, "  power it off:   cargo xtask attach --stop {dir}");
+    say!(out, "  QMP socket:     {}", spec.qmp_sock);
     say!(out, "  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
-    say!(out, "  stop it:        kill {}   (then remove {}/disk.qcow2)", vm.pid, dir);
     emit(&out);
 }
 

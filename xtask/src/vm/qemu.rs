@@ -266,6 +266,33 @@ impl Qmp {
         Ok(q)
     }
 
+    /// Waits until QEMU closes the connection (it exits), reading and dropping its events;
+    /// false when `timeout` passes first.
+    pub fn wait_closed(&mut self, timeout: Duration) -> bool {
+        let closed = self.read_until_closed(Instant::now() + timeout);
+        let _ = self.reader.get_ref().set_read_timeout(Some(Duration::from_secs(5))); // as `connect` set it
+        closed
+    }
+
+    fn read_until_closed(&mut self, end: Instant) -> bool {
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.reader.get_ref().set_read_timeout(Some(left)).is_err() {
+                return false;
+            }
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return true, // reset by a dying QEMU
+            }
+        }
+    }
+
     fn read_value(&mut self) -> Result<Value> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
