@@ -71,7 +71,7 @@ pub enum Symlinks {
 /// Opens `path` for reading if it is a regular file. A FIFO would block forever and a device
 /// may never end (`/dev/zero`), so anything else is refused with an error saying what it is;
 /// with `Symlinks::Refuse` a symbolic link is refused too (a run directory's `serial.log`
-/// pointing at `/etc/shadow` must not be archived). Open and check are one step (`O_NOFOLLOW`,
+/// pointing at `/etc/shadow` must not be archived); both refusals are `InvalidInput`. Open and check are one step (`O_NOFOLLOW`,
 /// `O_NONBLOCK`, then `fstat` on the open file): the path cannot be swapped in between.
 /// (`O_NONBLOCK` keeps opening a FIFO from blocking; it changes nothing for a regular file.)
 pub fn open_regular(path: &Utf8Path, symlinks: Symlinks) -> std::io::Result<std::fs::File> {
@@ -82,7 +82,7 @@ pub fn open_regular(path: &Utf8Path, symlinks: Symlinks) -> std::io::Result<std:
     }
     let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path).map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) && symlinks == Symlinks::Refuse {
-            std::io::Error::other("it is a symbolic link, which is not followed here")
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "it is a symbolic link, which is not followed here")
         } else {
             e
         }
