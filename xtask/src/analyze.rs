@@ -1,4 +1,4 @@
-//! `cargo xtask analyze FILE [--json]` — read a serial log offline: the boot timeline and the
+//! `cargo xtask analyze FILE|- [--json]` — read a serial log offline: the boot timeline and the
 //! known failure signatures, with the same detector `vm-test` uses live (`diagnose`).
 //!
 //! Accepts raw logs (escapes, CRLF, invalid UTF-8: cleaned by `clean.rs`) and clean ones, a
