@@ -367,7 +367,7 @@ static BROADCAST: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Cuts `s` to at most `max` bytes on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
