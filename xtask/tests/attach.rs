@@ -18,6 +18,18 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
+/// The kept QEMU is nobody's child: killed on drop, so a failed assertion leaves nothing running.
+struct KeptVm(i32);
+
+impl Drop for KeptVm {
+    fn drop(&mut self) {
+        if pid_alive(self.0) {
+            // SAFETY: plain kill of the VM this test started.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Reads the pty master until `needle` shows up (or panics after `within` with what came).
 fn read_until(master: &mut File, seen: &mut Vec<u8>, needle: &str, within: Duration) {
     let end = Instant::now() + within;
@@ -56,16 +68,14 @@ fn attach_through_a_pty_runs_a_command_detaches_and_stop_powers_off() {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).unwrap()).unwrap();
     let pid = meta["qemu"]["pid"].as_i64().unwrap() as i32;
+    let _vm = KeptVm(pid);
     assert!(pid_alive(pid));
-    let stop = || common::xtask().args(["attach", "--stop"]).arg(&dir).output().unwrap();
 
     // No terminal: a clear refusal, exit 2 (the predecessor died with `termios.error: (25, …)`).
     let no_tty = common::xtask().arg("attach").arg(&dir).stdin(Stdio::null()).output().unwrap();
     let text = String::from_utf8_lossy(&no_tty.stderr).into_owned();
-    if no_tty.status.code() != Some(2) || !text.contains("needs a terminal on stdin") {
-        stop();
-        panic!("exit {:?}: {text}", no_tty.status.code());
-    }
+    assert_eq!(no_tty.status.code(), Some(2), "{text}");
+    assert!(text.contains("needs a terminal on stdin"), "{text}");
 
     // A terminal: a pty pair, attach on the slave side, the test types on the master side.
     let (mut master_fd, mut slave_fd) = (0, 0);
@@ -85,13 +95,11 @@ fn attach_through_a_pty_runs_a_command_detaches_and_stop_powers_off() {
         .spawn()
         .unwrap();
     let mut seen = Vec::new();
-    let typed = (|| {
-        read_until(&mut master, &mut seen, "Ctrl-] detaches", Duration::from_secs(20));
-        master.write_all(b"echo attach-$((6*7))\r").unwrap();
-        read_until(&mut master, &mut seen, "attach-42", Duration::from_secs(20));
-        master.write_all(&[0x1d]).unwrap();
-        read_until(&mut master, &mut seen, "detached; the VM keeps running", Duration::from_secs(10));
-    })();
+    read_until(&mut master, &mut seen, "Ctrl-] detaches", Duration::from_secs(20));
+    master.write_all(b"echo attach-$((6*7))\r").unwrap();
+    read_until(&mut master, &mut seen, "attach-42", Duration::from_secs(20));
+    master.write_all(&[0x1d]).unwrap();
+    read_until(&mut master, &mut seen, "detached; the VM keeps running", Duration::from_secs(10));
     let end = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -104,18 +112,13 @@ fn attach_through_a_pty_runs_a_command_detaches_and_stop_powers_off() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let alive_after_detach = pid_alive(pid);
-    let stopped = stop();
+    let stopped = common::xtask().args(["attach", "--stop"]).arg(&dir).output().unwrap();
     let stop_text = String::from_utf8_lossy(&stopped.stdout).into_owned();
     let end = Instant::now() + Duration::from_secs(10);
     while pid_alive(pid) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
     }
     let gone = !pid_alive(pid);
-    if !gone {
-        // SAFETY: plain kill of the VM this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    let _ = typed; // (read_until panics with the transcript when something is missing)
     assert_eq!(status.and_then(|s| s.code()), Some(0), "attach exits 0 after Ctrl-]");
     assert!(alive_after_detach, "the VM keeps running after a detach");
     assert_eq!(stopped.status.code(), Some(0), "{stop_text}{}", String::from_utf8_lossy(&stopped.stderr));
