@@ -122,7 +122,7 @@ pub fn run(args: Args) -> Result<u8> {
     let started_at = jiff::Timestamp::now();
     // Not being able to record is the host's problem (exit 3), named with path and OS error.
     let dir = match &args.run_dir {
-        Some(d) => std::fs::create_dir_all(d)
+        Some(d) => project::private_run_dir(d)
             .and_then(|()| d.canonicalize_utf8())
             .map_err(|e| exit::infra(format!("cannot create the run directory {d}: {e}")))?,
         None => {

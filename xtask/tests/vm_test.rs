@@ -313,6 +313,78 @@ fn killing_the_harness_leaves_no_qemu() {
     }
 }
 
+/// Runs a small perl script as `nobody` (a second uid): exit 0 when `action` on `path`
+/// succeeded, otherwise the OS error on stderr.
+fn as_nobody(action: &str, path: &Path) -> std::process::Output {
+    let script = match action {
+        "connect" => "IO::Socket::UNIX->new(Peer => $ARGV[0]) or die qq(connect: $!\\n)",
+        "listen" => "IO::Socket::UNIX->new(Local => $ARGV[0], Listen => 1) or die qq(listen: $!\\n)",
+        other => panic!("unknown action {other}"),
+    };
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "perl", "-MIO::Socket::UNIX", "-e", script])
+        .arg(path)
+        .current_dir("/")
+        .output()
+        .expect("setpriv runs")
+}
+
+/// Under umask 000 the run directory and QEMU's sockets used to be open to every local
+/// user: `qmp.sock` is full control of the VM, and whoever creates `serial.sock` in the run
+/// directory of a `--keep` run gets the guest's root shell. Now the run directory is 0700
+/// whatever the umask, so a second uid can neither connect nor plant a socket.
+#[test]
+fn run_dir_and_sockets_are_private_under_umask_000() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let Some(_vm) = tools("run_dir_and_sockets_are_private") else { return };
+    if !common::require_root("run_dir_and_sockets_are_private")
+        || !common::require_tools("run_dir", &["setpriv", "perl"])
+    {
+        return;
+    }
+    // A parent everyone may enter; the run directory itself is created by vm-test.
+    let parent = tempfile::Builder::new().prefix("vmt-umask-").tempdir_in(runs_dir()).unwrap().keep();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = parent.join("run");
+    let mut cmd = common::xtask();
+    cmd.args(["vm-test", "--image", "fixture", "--accel", "tcg", "--run-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let qemu_pid = wait_for_qemu_pid(&dir, Duration::from_secs(120)).expect("QEMU started");
+    let qmp = dir.join("qmp.sock");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !qmp.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    let connect = as_nobody("connect", &qmp);
+    let plant = as_nobody("listen", &dir.join("planted.sock"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while pid_alive(qemu_pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!pid_alive(qemu_pid), "QEMU {qemu_pid} outlived the interrupted harness");
+    assert_eq!(status.code(), Some(130));
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!connect.status.success(), "nobody connected to {}", qmp.display());
+    assert!(said(&connect).contains("Permission denied"), "{}", said(&connect));
+    assert!(!plant.status.success(), "nobody created a socket in the run directory");
+    assert!(said(&plant).contains("Permission denied"), "{}", said(&plant));
+    assert_eq!(mode, 0o700, "run directory mode under umask 000");
+}
+
 fn wait_for_qemu_pid(dir: &Path, timeout: Duration) -> Option<i32> {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
