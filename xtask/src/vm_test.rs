@@ -9,6 +9,7 @@ use crate::diagnose::{Finding, Phase};
 use crate::vm::boot;
 use crate::vm::checks;
 use crate::vm::login::{self, Credentials};
+use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
 use crate::vm::record::{Image, Record};
@@ -244,23 +245,24 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     } else {
         let pf = crate::vm::preflight::check_iso(&iso).map_err(|e| infra("image-missing", e))?;
         for p in &pf.problems {
-            let level = if p.fail { "FAIL" } else { "warning" };
+            let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
             rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
             rec.findings.push(Finding { id: p.finding, line: 0, text: p.message.clone() });
         }
-        if let Some(p) = pf.problems.iter().find(|p| p.fail) {
-            return Err(Failure::fail(
-                Phase::Bootloader,
-                p.finding,
-                format!(
-                    "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
-                    p.message, p.fix
-                ),
-            ));
+        if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
+            let detail = format!(
+                "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
+                p.message, p.fix
+            );
+            return Err(match p.level {
+                Level::Infra => Failure::infra(Phase::Bootloader, p.finding, detail),
+                _ => Failure::fail(Phase::Bootloader, p.finding, detail),
+            });
         }
         progress.note(&format!(
-            "preflight ok: {} default entry: {}",
+            "preflight ok: {}; {} default entry: {}",
+            pf.boot.as_deref().unwrap_or("?"),
             pf.config.as_deref().unwrap_or("?"),
             pf.cmdline.as_deref().unwrap_or("?")
         ));

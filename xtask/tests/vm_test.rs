@@ -157,6 +157,56 @@ fn corrupt_iso_is_an_infrastructure_error_before_boot() {
     assert!(run.meta["qemu"]["pid"].is_null(), "QEMU must not start for a corrupt ISO");
 }
 
+/// An ISO with a healthy ISOLINUX config (ttyS0 last) but no El Torito boot record.
+fn iso_without_boot_record(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        "SERIAL 0 115200\nDEFAULT boot\nLABEL boot\nLINUX /boot/bzImage\nAPPEND console=tty0 console=ttyS0,115200\n",
+    )
+    .unwrap();
+    let iso = dir.join("no-boot-record.iso");
+    let out = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    iso
+}
+
+/// Such an ISO used to pass preflight with a warning and end 45 s later as `bootloader-stuck`
+/// ("the bootloader printed its banner") over an empty serial log. Preflight now names it
+/// (exit 3, `not-bootable`, QEMU never starts); booted anyway, the verdict says the serial
+/// line stayed empty.
+#[test]
+fn an_iso_without_a_boot_record_is_not_bootable() {
+    let Some(_vm) = tools("an_iso_without_a_boot_record_is_not_bootable") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let iso = iso_without_boot_record(dir.path());
+    let run = vm_test(&["--iso", iso.to_str().unwrap(), "--accel", "tcg"]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert_eq!((finding(&run), phase(&run)), ("not-bootable", "bootloader"));
+    assert_eq!(run.meta["outcome"], "infra");
+    assert!(
+        run.stdout.contains("no El Torito boot record") && run.stdout.contains("-report_el_torito"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.meta["qemu"]["pid"].is_null(), "QEMU must not start for an ISO that cannot boot");
+
+    let run = vm_test(&["--iso", iso.to_str().unwrap(), "--accel", "tcg", "--skip-preflight", "--stall", "5"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(std::fs::metadata(run.dir.join("serial.log")).unwrap().len(), 0, "SeaBIOS prints nothing on serial");
+    assert_eq!(finding(&run), "no-serial-output", "{}", run.stdout);
+    let verdict = run.meta["verdict"].to_string();
+    assert!(verdict.contains("not one byte arrived"), "{verdict}");
+    assert!(!verdict.contains("printed its banner") && !verdict.contains("Loading /boot"), "{verdict}");
+    assert_record_complete(&run);
+}
+
 #[test]
 fn fixture_passes_end_to_end() {
     let Some(_vm) = tools("fixture_passes_end_to_end") else { return };
