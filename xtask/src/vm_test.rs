@@ -390,8 +390,11 @@ fn session(
         },
     )?;
     let serial_progress = std::mem::replace(progress, Progress::silent());
-    let serial = Serial::new(stream, &rec.dir, serial_progress)
+    let mut serial = Serial::new(stream, &rec.dir, serial_progress)
         .map_err(|e| Failure::infra(Phase::Qemu, "harness-error", format!("{e:#}")))?;
+    // A quiet guest may be one QEMU paused on a full disk: ask before calling it hung.
+    let qmp_sock = vm.qmp_sock().to_path_buf();
+    serial.on_quiet(Box::new(move || qemu::io_error_pause(&qmp_sock)));
     let mut guest = Guest::new(serial, transcript);
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
     guest.transcript.log(&format!("QEMU pid {} started: {}", vm.pid, rec.qemu.command.join(" ")));

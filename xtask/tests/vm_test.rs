@@ -32,7 +32,11 @@ struct Run {
 /// Runs `vm-test` with `args` in a fresh run directory and reads its metadata.json. The
 /// directory's name has a comma: QEMU option values (disk, sockets) must escape it.
 fn vm_test(args: &[&str]) -> Run {
-    let dir = tempfile::Builder::new().prefix("vmt,").tempdir_in(runs_dir()).unwrap().keep();
+    vm_test_in(tempfile::Builder::new().prefix("vmt,").tempdir_in(runs_dir()).unwrap().keep(), args)
+}
+
+/// Runs `vm-test` with `args` and `--run-dir dir`, and reads its metadata.json.
+fn vm_test_in(dir: PathBuf, args: &[&str]) -> Run {
     let started = Instant::now();
     let out = common::xtask()
         .arg("vm-test")
@@ -328,6 +332,31 @@ fn broadcast_lines_do_not_corrupt_command_output() {
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(check(&run, "storage-status")["detail"], "STATE=applied DETAIL=auto-applied");
     assert_eq!(check(&run, "tools")["status"], "pass");
+}
+
+/// A full filesystem under the run directory: QEMU pauses the guest when a write to its
+/// scratch disk fails (status `io-error`), and the silent guest used to end as
+/// `guest-unresponsive` after the command timeout. Now the harness asks QMP when the guest
+/// goes quiet and names the full disk and the file (exit 3), QEMU is stopped, and the
+/// record is complete (the scratch disk is gone before the final writes, so they fit).
+#[test]
+fn a_full_disk_under_the_run_dir_is_host_disk_full() {
+    let Some(_vm) = tools("a_full_disk_under_the_run_dir_is_host_disk_full") else { return };
+    // 2 MiB: the scratch qcow2 starts at ~0.2 MiB and the fixture's provisioning writes ~3.3 MiB.
+    let Some(fs) = common::Tmpfs::mount("a_full_disk_under_the_run_dir", "2m") else { return };
+    let dir = fs.path().join("run");
+    let run = vm_test_in(dir.clone(), &["--image", "fixture", "--accel", "tcg"]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert_eq!(finding(&run), "host-disk-full", "{}", run.stdout);
+    assert_eq!(run.meta["outcome"], "infra");
+    let detail = run.meta["verdict"]["detail"].as_str().unwrap_or("");
+    let disk = dir.join("disk.qcow2");
+    assert!(detail.contains("QMP status io-error"), "{detail}");
+    assert!(detail.contains(&format!("writing {} failed: No space left on device", disk.display())), "{detail}");
+    let pid = run.meta["qemu"]["pid"].as_i64().unwrap() as i32;
+    assert!(!pid_alive(pid), "QEMU {pid} left running");
+    assert!(!disk.exists(), "the scratch disk is removed");
+    assert_record_complete(&run);
 }
 
 /// SIGKILL of the harness takes QEMU with it (PR_SET_PDEATHSIG); SIGINT stops it in order.

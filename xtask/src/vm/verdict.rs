@@ -3,6 +3,7 @@
 
 use crate::diagnose::Phase;
 use crate::vm::serial::{Serial, Stop};
+use std::io::ErrorKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -84,7 +85,11 @@ impl Failure {
         match stop {
             Stop::Interrupted => Failure::interrupted(phase),
             Stop::Fatal(f) => Failure::fail(phase, f.id, format!("{what}: line {}: {}", f.line, f.text)),
-            Stop::Io(e) => Failure::infra(phase, "harness-error", format!("{what}: serial socket error: {e}")),
+            Stop::Paused(p) => Failure::infra(phase, p.finding(), format!("{what}: {}", p.describe())),
+            Stop::Io(e) if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) => {
+                Failure::infra(phase, "host-disk-full", format!("{what}: {e}"))
+            }
+            Stop::Io(e) => Failure::infra(phase, "harness-error", format!("{what}: serial I/O error: {e}")),
             Stop::Eof => {
                 if let Some(f) = serial.findings().iter().find(|f| crate::vm::serial::FATAL.contains(&f.id)) {
                     return Failure::fail(phase, f.id, format!("{what}: line {}: {}", f.line, f.text));
