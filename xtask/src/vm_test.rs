@@ -52,7 +52,7 @@ pub struct Args {
     /// Leave QEMU running at the end and print how to attach to its serial console and QMP
     #[arg(long)]
     pub keep: bool,
-    /// Do not read the ISO's boot configuration before booting
+    /// Do not check the ISO's El Torito boot entry and boot configuration before booting
     #[arg(long)]
     pub skip_preflight: bool,
     /// File serial log and report under docs/ afterwards (`cargo xtask archive-logs`)
