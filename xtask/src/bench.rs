@@ -95,7 +95,8 @@ fn harness_run(run_dir: &Utf8Path, accel: &str) -> Result<Value> {
 /// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
 /// bare reader: seconds from spawn until the prompt bytes arrive.
 fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
-    fs_err::create_dir_all(dir)?;
+    // Its QMP and serial sockets go here: private, like vm-test's run directories.
+    project::private_run_dir(dir).with_context(|| format!("creating {dir}"))?;
     let q = &meta["qemu"];
     // Unix socket paths must stay short: the same rule as vm-test's.
     let (sock_dir, temporary) = qemu::socket_dir(dir)?;

@@ -9,6 +9,7 @@ use crate::diagnose::{Finding, Phase};
 use crate::vm::boot;
 use crate::vm::checks;
 use crate::vm::login::{self, Credentials};
+use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
 use crate::vm::record::{Image, Record};
@@ -51,7 +52,7 @@ pub struct Args {
     /// Leave QEMU running at the end and print how to attach to its serial console and QMP
     #[arg(long)]
     pub keep: bool,
-    /// Do not read the ISO's boot configuration before booting
+    /// Do not check the ISO's El Torito boot entry and boot configuration before booting
     #[arg(long)]
     pub skip_preflight: bool,
     /// File serial log and report under docs/ afterwards (`cargo xtask archive-logs`)
@@ -122,7 +123,7 @@ pub fn run(args: Args) -> Result<u8> {
     let started_at = jiff::Timestamp::now();
     // Not being able to record is the host's problem (exit 3), named with path and OS error.
     let dir = match &args.run_dir {
-        Some(d) => std::fs::create_dir_all(d)
+        Some(d) => project::private_run_dir(d)
             .and_then(|()| d.canonicalize_utf8())
             .map_err(|e| exit::infra(format!("cannot create the run directory {d}: {e}")))?,
         None => {
@@ -244,23 +245,24 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     } else {
         let pf = crate::vm::preflight::check_iso(&iso).map_err(|e| infra("image-missing", e))?;
         for p in &pf.problems {
-            let level = if p.fail { "FAIL" } else { "warning" };
+            let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
             rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
             rec.findings.push(Finding { id: p.finding, line: 0, text: p.message.clone() });
         }
-        if let Some(p) = pf.problems.iter().find(|p| p.fail) {
-            return Err(Failure::fail(
-                Phase::Bootloader,
-                p.finding,
-                format!(
-                    "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
-                    p.message, p.fix
-                ),
-            ));
+        if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
+            let detail = format!(
+                "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
+                p.message, p.fix
+            );
+            return Err(match p.level {
+                Level::Infra => Failure::infra(Phase::Bootloader, p.finding, detail),
+                _ => Failure::fail(Phase::Bootloader, p.finding, detail),
+            });
         }
         progress.note(&format!(
-            "preflight ok: {} default entry: {}",
+            "preflight ok: {}; {} default entry: {}",
+            pf.boot.as_deref().unwrap_or("?"),
             pf.config.as_deref().unwrap_or("?"),
             pf.cmdline.as_deref().unwrap_or("?")
         ));
@@ -390,8 +392,11 @@ fn session(
         },
     )?;
     let serial_progress = std::mem::replace(progress, Progress::silent());
-    let serial = Serial::new(stream, &rec.dir, serial_progress)
+    let mut serial = Serial::new(stream, &rec.dir, serial_progress)
         .map_err(|e| Failure::infra(Phase::Qemu, "harness-error", format!("{e:#}")))?;
+    // A quiet guest may be one QEMU paused on a full disk: ask before calling it hung.
+    let qmp_sock = vm.qmp_sock().to_path_buf();
+    serial.on_quiet(Box::new(move || qemu::io_error_pause(&qmp_sock)));
     let mut guest = Guest::new(serial, transcript);
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
     guest.transcript.log(&format!("QEMU pid {} started: {}", vm.pid, rec.qemu.command.join(" ")));

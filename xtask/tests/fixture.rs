@@ -101,6 +101,91 @@ fn unknown_fault_is_a_usage_error() {
     assert!(stderr.contains("kernel-panic"), "the message lists the known faults: {stderr}");
 }
 
+/// `--out` naming the cached ISO used to truncate it to 0 bytes (a copy onto itself), and the
+/// cache check, which looked at the inputs only, then called it up to date forever.
+#[test]
+fn out_into_the_cache_is_refused_and_a_damaged_cache_is_rebuilt() {
+    if !common::require_tools("out_into_the_cache_is_refused", BUILD_TOOLS) {
+        return;
+    }
+    let _vm = vm_lock();
+    let iso = build(None);
+    let good = std::fs::read(&iso).unwrap();
+    let root = common::repo_root();
+    let spellings = [
+        iso.clone(),
+        root.join("target/fixture/cache/../nixos-fixture.iso"),
+        PathBuf::from("target/fixture/nixos-fixture.iso"),
+        PathBuf::from("target/fixture/nixos-fixture-kernel-panic.iso"),
+    ];
+    for out in spellings {
+        let run = common::xtask().current_dir(&root).arg("fixture").arg("--out").arg(&out).output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "--out {}: {stderr}", out.display());
+        assert!(stderr.contains("fixture cache") && stderr.contains("--out"), "{stderr}");
+        assert!(std::fs::read(&iso).unwrap() == good, "--out {} changed the cached ISO", out.display());
+    }
+
+    // The cached ISO no longer matches the size and hash its manifest recorded: not a hit.
+    let truncate = |bytes: &mut Vec<u8>| bytes.clear();
+    let flip_one_byte = |bytes: &mut Vec<u8>| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+    };
+    for damage in [&truncate as &dyn Fn(&mut Vec<u8>), &flip_one_byte] {
+        let mut bytes = good.clone();
+        damage(&mut bytes);
+        std::fs::write(&iso, &bytes).unwrap();
+        let out = common::run_xtask(&["fixture"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("fixture: built:") && !stdout.contains("cache hit"), "{stdout}");
+        assert_eq!(std::fs::metadata(&iso).unwrap().len(), good.len() as u64);
+        let again = String::from_utf8_lossy(&common::run_xtask(&["fixture"]).stdout).into_owned();
+        assert!(again.contains("cache hit"), "{again}");
+    }
+}
+
+/// A full filesystem under `--out`: exit 3 naming the path and the cause; an older file of
+/// that name is left as it was and no partial copy or temporary file stays behind.
+#[test]
+fn out_on_a_full_filesystem_leaves_the_old_file_and_nothing_partial() {
+    if !common::require_tools("out_on_a_full_filesystem", BUILD_TOOLS) {
+        return;
+    }
+    let Some(fs) = common::Tmpfs::mount("out_on_a_full_filesystem", "4m") else { return };
+    let _vm = vm_lock();
+    build(None);
+    let old = fs.path().join("fixture.iso");
+    std::fs::write(&old, "an older copy").unwrap();
+    for out in [old.clone(), fs.path().join("new.iso")] {
+        let run = common::run_xtask(&["fixture", "--out", out.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains(out.to_str().unwrap()) && stderr.contains("No space left on device"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "an older copy");
+    let left: Vec<_> = std::fs::read_dir(fs.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["fixture.iso"], "a partial copy or temporary file was left behind");
+}
+
+/// Missing parent directories of `--out` are created, and the output says so.
+#[test]
+fn out_into_missing_directories_says_it_created_them() {
+    if !common::require_tools("out_into_missing_directories", BUILD_TOOLS) {
+        return;
+    }
+    let _vm = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a/b/fixture.iso");
+    let run = common::run_xtask(&["fixture", "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    let created = format!("created the missing directory {}", dir.path().join("a/b").display());
+    assert!(stdout.contains(&created), "{stdout}");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), std::fs::metadata(build(None)).unwrap().len());
+}
+
 // ---------------------------------------------------------------------------------------
 // scripts/pre-nixos.sh on a fake sysfs (no root, no devices touched).
 
