@@ -39,3 +39,23 @@ pub fn require_tools(test: &str, tools: &[&str]) -> bool {
     eprintln!("SKIP {msg}");
     false
 }
+
+/// Tools that build the systemd fixture (mmdebstrap, squashfs, GRUB EFI, FAT image).
+pub const SYSTEMD_FIXTURE_TOOLS: &[&str] =
+    &["mmdebstrap", "mksquashfs", "grub-mkimage", "mcopy", "mkfs.vfat", "xorriso"];
+
+/// Whether the systemd fixture can be built here: its tools, and root (mmdebstrap and chroot
+/// make its root file system). Like `require_tools`: a failure in CI, a SKIP elsewhere.
+pub fn require_systemd_fixture(test: &str) -> bool {
+    if !require_tools(test, SYSTEMD_FIXTURE_TOOLS) {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let msg = format!("{test}: the systemd fixture is built with mmdebstrap and chroot, which need root");
+        assert!(!in_ci(), "{msg}");
+        eprintln!("SKIP {msg}");
+        return false;
+    }
+    true
+}
