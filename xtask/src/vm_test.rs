@@ -30,8 +30,9 @@ pub struct Args {
     /// Boot this ISO file
     #[arg(long, value_name = "PATH", conflicts_with = "image")]
     pub iso: Option<Utf8PathBuf>,
-    /// Boot the fixture ISO, optionally a fault variant (`fixture:kernel-panic`); built if needed
-    #[arg(long, value_name = "fixture[:FAULT]")]
+    /// Boot a fixture ISO: `fixture` (busybox) or `fixture-systemd` (real systemd), optionally a
+    /// fault variant (`fixture:kernel-panic`, `fixture-systemd:unit-deadlock`); built if needed
+    #[arg(long, value_name = "fixture[-systemd][:FAULT]")]
     pub image: Option<String>,
     /// With neither --iso nor --image: boot the last `build-image` result instead of building
     #[arg(long)]
@@ -284,7 +285,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
 
     // QEMU.
     let binary = qemu::locate().map_err(|e| infra("qemu-start-failed", e))?;
-    let memory = args.memory.unwrap_or(if rec.image.source == "fixture" { 1024 } else { 2048 });
+    let memory = args.memory.unwrap_or(if rec.image.source.starts_with("fixture") { 1024 } else { 2048 });
     let disk = rec.dir.join("disk.qcow2");
     let mut scratch = Scratch::default();
     scratch.files.push(disk.clone());
@@ -508,10 +509,14 @@ fn choose_image(args: &Args, progress: &mut Progress) -> Result<Image> {
         return image(iso.canonicalize_utf8()?, "iso", None);
     }
     if let Some(spec) = &args.image {
-        let fault = parse_image(spec)?;
-        progress.note(&format!("building fixture ISO{} …", fault.map_or(String::new(), |f| format!(" ({f})"))));
-        let iso = crate::fixture::build(fault)?;
-        return image(iso, "fixture", fault.map(|f| f.name().to_string()));
+        let (flavor, fault) = parse_image(spec)?;
+        progress.note(&format!(
+            "building {} ISO{} …",
+            flavor.image_name(),
+            fault.map_or(String::new(), |f| format!(" ({f})"))
+        ));
+        let iso = crate::fixture::build_variant(flavor, fault)?;
+        return image(iso, flavor.image_name(), fault.map(|f| f.name().to_string()));
     }
     let built = if args.no_build {
         crate::build_image::last_build()?.ok_or_else(|| {
@@ -544,16 +549,25 @@ fn image(iso: Utf8PathBuf, source: &str, fault: Option<String>) -> Result<Image>
     })
 }
 
-/// `fixture` or `fixture:FAULT` → the fault variant (usage error otherwise).
-fn parse_image(image: &str) -> Result<Option<crate::fixture::Fault>> {
+/// `fixture[-systemd]` or `fixture[-systemd]:FAULT` → flavour and fault variant (usage error
+/// otherwise, also for a fault the flavour does not have).
+pub fn parse_image(image: &str) -> Result<(crate::fixture::Flavor, Option<crate::fixture::Fault>)> {
+    use crate::fixture::Flavor;
     let (kind, fault) = match image.split_once(':') {
         Some((k, f)) => (k, Some(f)),
         None => (image, None),
     };
-    if kind != "fixture" {
-        return Err(exit::usage(format!("--image {image}: expected `fixture` or `fixture:FAULT`")));
+    let Some(flavor) = [Flavor::Busybox, Flavor::Systemd].into_iter().find(|f| f.image_name() == kind) else {
+        return Err(exit::usage(format!(
+            "--image {image}: expected `fixture`, `fixture-systemd`, `fixture:FAULT` or `fixture-systemd:FAULT`"
+        )));
+    };
+    let fault = fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()?;
+    if let Some(f) = fault.filter(|f| !flavor.faults().contains(f)) {
+        let names: Vec<&str> = flavor.faults().iter().map(|f| f.name()).collect();
+        return Err(exit::usage(format!("--image {image}: {kind} has no fault `{f}`; it has: {}", names.join(", "))));
     }
-    fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()
+    Ok((flavor, fault))
 }
 
 fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {

@@ -554,3 +554,100 @@ fn keep_leaves_an_attachable_vm() {
     assert!(!pid_alive(pid), "QMP quit ended the kept QEMU");
     let _ = std::fs::remove_file(run.dir.join("disk.qcow2"));
 }
+
+// ---- The systemd fixture: real systemd, units, journal, networkd ----
+
+fn systemd_tools(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !common::require_systemd_fixture(test) {
+        return None;
+    }
+    tools(test)
+}
+
+#[test]
+fn fixture_systemd_passes_end_to_end_on_real_systemd() {
+    let Some(_vm) = systemd_tools("fixture_systemd_passes_end_to_end") else { return };
+    let run = vm_test(&["--image", "fixture-systemd", "--accel", "tcg"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.meta["image"]["source"], "fixture-systemd");
+    for p in run.meta["phases"].as_array().unwrap() {
+        assert_eq!(p["status"], "ok", "{p}");
+    }
+    // Every check ran for real: systemctl exists, so the unit check is not skipped.
+    for c in run.meta["checks"].as_array().unwrap() {
+        assert_eq!(c["status"], "pass", "{c}");
+    }
+    let unit = check(&run, "pre-nixos-unit")["detail"].as_str().unwrap_or("");
+    assert!(unit.contains("LoadState=loaded") && unit.contains("ActiveState=inactive"), "{unit}");
+    assert_eq!(run.meta["qemu"]["stopped_by"], "guest-poweroff");
+    let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
+    for line in [
+        "Welcome to NixOS 25.05.fixture (Warbler)!",
+        "Reached target multi-user.target",
+        "Starting pre-nixos.service",
+        "pre-nixos: Storage provisioning completed automatically.",
+    ] {
+        assert!(serial.contains(line), "{line} missing from serial.txt");
+    }
+    assert_record_complete(&run);
+}
+
+#[test]
+fn systemd_unit_deadlock_is_unit_stuck() {
+    let Some(_vm) = systemd_tools("systemd_unit_deadlock") else { return };
+    let run = vm_test(&["--image", "fixture-systemd:unit-deadlock", "--accel", "tcg", "--storage-timeout", "30"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!((finding(&run), phase(&run)), ("unit-stuck", "checks"), "{}", run.stdout);
+    assert_eq!(check(&run, "storage-status")["finding"], "unit-stuck");
+    let unit = check(&run, "pre-nixos-unit");
+    assert_eq!(unit["finding"], "unit-stuck");
+    assert!(unit["detail"].as_str().unwrap().contains("ActiveState=activating"), "{unit}");
+    // The evidence names the waiting jobs.
+    assert!(unit["evidence"].as_str().unwrap().contains("sshd.service"), "{unit}");
+    assert_record_complete(&run);
+}
+
+#[test]
+fn systemd_emergency_mode_is_named_at_once() {
+    let Some(_vm) = systemd_tools("systemd_emergency_mode") else { return };
+    let run = vm_test(&["--image", "fixture-systemd:emergency-mode", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "emergency-mode", "{}", run.stdout);
+    assert_eq!(phase(&run), "init", "{}", run.stdout);
+    // Named from the console text, not after a boot timeout.
+    assert!(run.seconds < 240.0, "took {:.0} s", run.seconds);
+    assert_record_complete(&run);
+}
+
+#[test]
+fn systemd_console_not_last_is_named() {
+    let Some(_vm) = systemd_tools("systemd_console_not_last") else { return };
+    let run = vm_test(&["--image", "fixture-systemd:console-not-last", "--accel", "tcg", "--network-timeout", "20"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "console-not-last", "{}", run.stdout);
+    // The login still reached serial (a getty runs on every console); the checks ran.
+    assert_eq!(check(&run, "storage-status")["status"], "pass");
+    assert_eq!(check(&run, "serial-lan-line")["finding"], "console-not-last");
+    let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
+    for line in ["Welcome to NixOS 25.05.fixture (Warbler)!", "pre-nixos: Storage provisioning", "LAN IPv4 address:"] {
+        assert!(!serial.contains(line), "{line} reached serial although tty0 is the last console");
+    }
+    assert_record_complete(&run);
+}
+
+#[test]
+fn image_spelling_is_checked_per_flavour() {
+    for (image, said) in [
+        ("fixture-systemd:flood", "fixture-systemd has no fault `flood`"),
+        ("fixture:unit-deadlock", "fixture has no fault `unit-deadlock`"),
+        ("fixture-nope", "expected `fixture`, `fixture-systemd`"),
+    ] {
+        let out = common::xtask().args(["vm-test", "--image", image]).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{image}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(said),
+            "{image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -87,3 +87,23 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
+
+/// Tools that build the systemd fixture (mmdebstrap, squashfs, GRUB EFI, FAT image).
+pub const SYSTEMD_FIXTURE_TOOLS: &[&str] =
+    &["mmdebstrap", "mksquashfs", "grub-mkimage", "mcopy", "mkfs.vfat", "xorriso"];
+
+/// Whether the systemd fixture can be built here: its tools, and root (mmdebstrap and chroot
+/// make its root file system). Like `require_tools`: a failure in CI, a SKIP elsewhere.
+pub fn require_systemd_fixture(test: &str) -> bool {
+    if !require_tools(test, SYSTEMD_FIXTURE_TOOLS) {
+        return false;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let msg = format!("{test}: the systemd fixture is built with mmdebstrap and chroot, which need root");
+        assert!(!in_ci(), "{msg}");
+        eprintln!("SKIP {msg}");
+        return false;
+    }
+    true
+}
