@@ -40,24 +40,6 @@ let
     systemd # systemd-cat, udevadm
   ];
 
-  # Prints `LAN IPv4 address: <ip>` on the console once `lan` has an IPv4 address, or says
-  # plainly that it has none after two minutes. Polls once a second inside the guest only.
-  announceLan = pkgs.writeShellScript "announce-lan-ip" ''
-    for _ in $(seq 120); do
-      ip=$(ip -4 -o addr show dev lan 2>/dev/null | awk '{ split($4, a, "/"); print a[1]; exit }')
-      if [ -n "$ip" ]; then
-        echo "LAN IPv4 address: $ip"
-        exit 0
-      fi
-      sleep 1
-    done
-    if ip link show dev lan >/dev/null 2>&1; then
-      echo 'LAN IPv4 address unavailable (interface "lan" has no IPv4 address after 120 s)'
-    else
-      echo 'LAN IPv4 address unavailable (interface "lan" not found)'
-    fi
-    exit 1
-  '';
 in
 {
   # ttyS0 must come last: the last console= becomes /dev/console, where systemd and stage 1
@@ -122,6 +104,7 @@ in
   systemd.services.announce-lan-ip = backgroundUnit // {
     description = "Print the LAN IPv4 address on the console";
     after = backgroundUnit.after ++ [ "systemd-networkd.service" ];
+    # Everything scripts/announce-lan-ip.sh calls.
     path = with pkgs; [
       coreutils
       gawk
@@ -129,7 +112,8 @@ in
     ];
     serviceConfig = {
       Type = "oneshot";
-      ExecStart = "${announceLan}";
+      # Shared with the systemd fixture (scripts/fixture/systemd/announce-lan-ip.service).
+      ExecStart = "${pkgs.bash}/bin/bash ${../scripts/announce-lan-ip.sh}";
       StandardOutput = "journal+console";
       StandardError = "journal+console";
     };

@@ -10,8 +10,11 @@ packages=(
   qemu-system-x86 qemu-utils ovmf          # vm-test, doctor's KVM/TCG probes, UEFI firmware
   nix-bin                                  # build-image tests with a real nix
   busybox-static cpio kmod xorriso isolinux syslinux-common  # fixture ISO
+  grub-efi-amd64-bin grub-common mtools dosfstools          # its UEFI boot (GRUB EFI image)
+  mmdebstrap squashfs-tools                                 # the systemd fixture's root file system
   sudo lvm2 e2fsprogs util-linux udhcpc    # binaries copied into the fixture's initramfs
   shellcheck                               # lints scripts/*.sh in the test suite
+  tesseract-ocr                            # vm-test reads the guest's screen (OCR) when serial is silent
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

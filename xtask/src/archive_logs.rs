@@ -10,11 +10,16 @@
 //!
 //! `<UTC>` is the run's start (`started_at` in metadata.json, else the directory name).
 //! Idempotent: archiving a run again changes nothing. An existing file with different content
-//! is never overwritten (refused before anything is written). Writes are atomic. Logs above
-//! `CAP_BYTES` keep their head and tail around a marker line. Secrets (private key blocks,
-//! token-looking lines) are redacted, and the summary says so.
+//! is never overwritten (refused before anything is written). Writes are atomic, and two
+//! archivers at once take turns (an advisory lock on the docs directory), so no ledger line is
+//! lost. Logs above `CAP_BYTES` keep their head and tail around a marker line. Secrets (private
+//! key blocks, credential-looking lines) are redacted, and the summary says how many spans.
+//! The run directory is not trusted: only regular files are read from it (a symlinked
+//! `serial.log` is refused), and its metadata.json values are bounded in the ledger and
+//! escaped in the index.
 
-use crate::diagnose::Phase;
+use crate::diagnose::{truncate, Phase};
+use crate::project::Symlinks;
 use crate::ui::human_bytes;
 use crate::{clean, exit, project, stats};
 use anyhow::Result;
@@ -27,9 +32,10 @@ use std::sync::LazyLock;
 #[command(
     after_help = "Writes docs/boot-logs/<UTC>-serial.log (escapes removed), docs/test-reports/<UTC>-boot-image-vm-test.{log,md},\n\
 appends docs/test-reports/ledger.jsonl and regenerates docs/test-reports/README.md. Idempotent; refuses to overwrite a\n\
-different file; logs over 1 MiB keep head and tail; private keys and token-looking lines are redacted.\n\
-Exit codes: 0 archived or already archived, 2 usage, 3 refused (a differing file), no or unreadable run, invalid\n\
-metadata.json, or an archive file that cannot be read or written."
+different file; waits for another archive-logs writing the same docs; logs over 1 MiB keep head and tail; private key\n\
+blocks and credential-looking lines are redacted (docs/analyze.md lists the shapes).\n\
+Exit codes: 0 archived or already archived, 2 usage, 3 refused (a differing file, a symlink or special file in the run\n\
+directory), no or unreadable run, invalid metadata.json, or an archive file that cannot be read or written."
 )]
 pub struct Args {
     /// Run directory to archive (target/vm-runs/<UTC>); without it, the newest run
@@ -167,14 +173,18 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     let mut redactions = Redactions::default();
 
     // The three archived copies.
-    let serial_src = ["serial.log", "serial.txt"].map(|n| run_dir.join(n)).into_iter().find(|p| p.is_file());
-    let serial_bytes = match &serial_src {
-        Some(p) => Some(std::fs::read(p).map_err(|e| unreadable(p, e))?),
-        None => {
-            notes.push("the run has no serial.log: no boot log archived".into());
-            None
+    let (mut serial_src, mut serial_bytes) = (None, None);
+    for name in ["serial.log", "serial.txt"] {
+        let path = run_dir.join(name);
+        if let Some(bytes) = read_run_file(&path)? {
+            serial_src = Some(path);
+            serial_bytes = Some(bytes);
+            break;
         }
-    };
+    }
+    if serial_src.is_none() {
+        notes.push("the run has no serial.log: no boot log archived".into());
+    }
     let mut files: Vec<(Utf8PathBuf, String)> = Vec::new();
     if let (Some(src), Some(bytes)) = (&serial_src, &serial_bytes) {
         if bytes.is_empty() {
@@ -184,18 +194,16 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
     }
     let transcript = run_dir.join("transcript.log");
-    if transcript.is_file() {
-        let bytes = std::fs::read(&transcript).map_err(|e| unreadable(&transcript, e))?;
+    if let Some(bytes) = read_run_file(&transcript)? {
         let text = prepare(&clean::clean_all(&bytes), &transcript, &mut redactions, &mut notes);
         files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
     } else {
         notes.push("the run has no transcript.log".into());
     }
     let report_src = run_dir.join("report.md");
-    let report = if report_src.is_file() {
-        Some(clean::clean_all(&std::fs::read(&report_src).map_err(|e| unreadable(&report_src, e))?))
-    } else {
-        metadata.as_ref().map(crate::vm::report::markdown)
+    let report = match read_run_file(&report_src)? {
+        Some(bytes) => Some(clean::clean_all(&bytes)),
+        None => metadata.as_ref().map(crate::vm::report::markdown),
     };
     match report {
         Some(text) => {
@@ -204,6 +212,10 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         }
         None => notes.push("the run has neither report.md nor metadata.json: no report archived".into()),
     }
+
+    // From here to the last write, one archiver at a time: each reads the ledger, adds its
+    // line and writes the ledger back, so two at once would lose a line.
+    let _lock = if dry_run { None } else { Some(lock_docs(docs)?) };
 
     // Decide every target before writing anything: a differing file refuses the whole run.
     let mut targets = Vec::new();
@@ -294,15 +306,56 @@ fn unreadable(path: &Utf8Path, e: std::io::Error) -> anyhow::Error {
     exit::infra(format!("cannot read {path}: {e}; check its permissions, then archive again"))
 }
 
+/// Reads a file of the run directory; None when it does not exist. What is archived goes into
+/// the repository, so a symbolic link (`serial.log` -> `/etc/shadow`) or a special file (a FIFO
+/// would block forever) is refused: a run directory holds only the regular files vm-test wrote.
+fn read_run_file(path: &Utf8Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut file = match project::open_regular(path, Symlinks::Refuse) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(exit::infra(format!(
+                "refusing to archive {path}: {e}. A vm-test run directory holds only the regular files vm-test \
+                 wrote; replace it with a regular file or archive another run. Nothing was written."
+            )))
+        }
+        Err(e) => return Err(unreadable(path, e)),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| unreadable(path, e))?;
+    Ok(Some(bytes))
+}
+
 fn read_metadata(run_dir: &Utf8Path) -> Result<Option<Value>> {
     let path = run_dir.join("metadata.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+    match read_run_file(&path)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| exit::infra(format!("{path} is not valid JSON ({e}); fix or remove it, then archive again"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(unreadable(&path, e)),
+        None => Ok(None),
     }
+}
+
+/// Takes the advisory lock (`flock`, through `std::fs::File::lock`) on `docs`, waiting for
+/// another archiver (an `archive-logs` or a `vm-test --archive`) to finish. The lock is on the
+/// directory itself, not a lock file, so nothing extra lands in the repository; the kernel
+/// drops it when the process ends, however it ends.
+fn lock_docs(docs: &Utf8Path) -> Result<std::fs::File> {
+    let cannot = |e: std::io::Error| {
+        exit::infra(format!("cannot lock {docs} for archiving: {e}; check that it is a writable directory"))
+    };
+    fs_err::create_dir_all(docs).map_err(cannot)?;
+    let dir = std::fs::File::open(docs).map_err(cannot)?;
+    match dir.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("archive-logs: waiting for another archive-logs writing into {docs}");
+            dir.lock().map_err(cannot)?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(cannot(e)),
+    }
+    Ok(dir)
 }
 
 static STAMP: LazyLock<Regex> =
@@ -345,63 +398,148 @@ fn prepare(text: &str, src: &Utf8Path, redactions: &mut Redactions, notes: &mut 
 #[derive(Default)]
 struct Redactions {
     key_blocks: usize,
+    /// Lines inside the key blocks: key material and whatever was interleaved with it.
+    key_lines: usize,
     token_lines: usize,
 }
 
 impl Redactions {
+    /// Redacted spans: a key block is one, a credential-looking line is one.
     fn total(&self) -> usize {
         self.key_blocks + self.token_lines
     }
 
     fn describe(&self) -> String {
-        format!("{} private key block(s) and {} token-looking line(s)", self.key_blocks, self.token_lines)
+        format!(
+            "{} span(s): {} private key block(s) ({} lines) and {} token-looking line(s)",
+            self.total(),
+            self.key_blocks,
+            self.key_lines,
+            self.token_lines
+        )
     }
 }
 
 /// Lines that look like credentials.
 static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(concat!(
-        r#"(?i)\b(api[_-]?key|access[_-]?key|secret[_-]?key|client[_-]?secret|auth[_-]?token|access[_-]?tokens?|token|secret|password|passwd)\b["']?\s*[:=]\s*["']?[^\s"']{8,}"#,
-        r"|(?i)authorization:\s*(bearer|basic|token)\s+\S{8,}",
-        r"|\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{20,}|\bglpat-[A-Za-z0-9_-]{20,}",
-        r"|\bxox[abprs]-[A-Za-z0-9-]{10,}|\bAKIA[0-9A-Z]{16}\b|\bsk-[A-Za-z0-9]{20,}",
-    ))
-    .expect("compiles")
+    // A secret word, alone or glued into a name with `_`/`-` (AWS_SECRET_ACCESS_KEY, CI_JOB_TOKEN).
+    let name = r"[A-Za-z0-9_-]*";
+    let word = r"(?i:passw(?:or)?d|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|auth[_-]?key)";
+    // `passwd:` starts ordinary lines (`passwd: password updated successfully`).
+    let colon_word = r"(?i:password|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key)";
+    let patterns = [
+        // NAME=value, name = "value" (environment, ini, nix.conf, .npmrc): 6+ characters.
+        format!(r#"{name}{word}{name}["']?\s*=\s*["']?[^\s"']{{6,}}"#),
+        // name: value (YAML, JSON): 8+ characters.
+        format!(r#"{name}{colon_word}{name}["']?\s*:\s*["']?[^\s"']{{8,}}"#),
+        // --password=value, --token value.
+        format!(r#"--{name}{word}{name}(?:=|\s+)["']?[^\s"'-][^\s"']{{5,}}"#),
+        r"(?i:authorization)\s*:\s*(?i:bearer|basic|token|digest)\s+\S{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{20,}".into(),
+        // scheme://user:password@host
+        r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]+:[^\s/@]+@".into(),
+        // .netrc
+        r"(?i:machine)\s+\S+\s+(?i:login)\s+\S+\s+(?i:password)\s+\S".into(),
+        // Tokens recognisable by their shape: GitHub, GitLab, Slack, AWS key ids, OpenAI/Anthropic,
+        // Stripe, Google API, npm, PyPI, Hugging Face, JWT, age.
+        concat!(
+            r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}",
+            r"|xox[abposr]-[A-Za-z0-9-]{10,}|(?:AKIA|ASIA)[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{20,}|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}",
+            r"|AIza[0-9A-Za-z_-]{35}|npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|hf_[A-Za-z0-9]{30,}",
+            r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.|AGE-SECRET-KEY-1[0-9A-Z]{50,})"
+        )
+        .into(),
+    ];
+    Regex::new(&patterns.join("|")).expect("compiles")
 });
-/// Base64 body or header lines of a PEM/OpenSSH key block.
-static KEY_BODY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^\s*([A-Za-z0-9+/=]+|[A-Za-z-]+: .*)?\s*$").expect("compiles"));
 
-/// Replaces private key blocks and token-looking lines with a marker line each.
-fn redact(text: &str, r: &mut Redactions) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_key = false;
-    for line in text.split_inclusive('\n') {
-        let newline = if line.ends_with('\n') { "\n" } else { "" };
-        if in_key {
-            if line.contains("-----END ") {
-                in_key = false;
-                continue;
-            }
-            if KEY_BODY.is_match(line.trim_end_matches('\n')) {
-                continue;
-            }
-            in_key = false; // A truncated block: stop at the first line that is not key material.
+/// Lines a key block may span: its END line is looked for this far. A 16384-bit RSA key is
+/// about 200 lines, which leaves room for console lines interleaved with it.
+const KEY_BLOCK_MAX_LINES: usize = 512;
+
+/// Where a private key block starts on `line`, and the marker of its last line: PEM, OpenSSH
+/// and PGP (`-----BEGIN … PRIVATE KEY-----`, `-----BEGIN PGP PRIVATE KEY BLOCK-----`), and
+/// PuTTY's private lines (`Private-Lines: N` … `Private-MAC:`). Whatever precedes the start
+/// (a heredoc's `> `, vm-test's `nonce|`, a prompt) is the block's line prefix.
+fn key_block_start(line: &str) -> Option<(usize, &'static str)> {
+    if let Some(at) = line.find("-----BEGIN ") {
+        if line[at..].contains("PRIVATE KEY") {
+            return Some((at, "-----END "));
         }
-        if line.contains("-----BEGIN ") && line.contains("PRIVATE KEY") {
+    }
+    line.find("Private-Lines:").map(|at| (at, "Private-MAC:"))
+}
+
+/// Key material: a base64 line of a key body (or an armor header), after the block's prefix.
+static KEY_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\s*(?:[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9+/]*={1,2}|(?:Proc-Type|DEK-Info|Comment|Version|Hash|Charset): .*)\s*$")
+        .expect("compiles")
+});
+/// The short last line of a key body, right after key material.
+static KEY_TAIL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*[A-Za-z0-9+/]+={0,2}\s*$").expect("compiles"));
+
+fn is_key_material(line: &str, prefix: &str, after_key: bool) -> bool {
+    let body = match prefix.trim() {
+        "" => line,
+        p => line.find(p).map_or(line, |at| &line[at + p.len()..]),
+    };
+    key_block_start(line).is_some() || KEY_LINE.is_match(body) || (after_key && KEY_TAIL.is_match(body))
+}
+
+/// How many lines the key block starting at `lines[0]` spans, and whether its end marker
+/// was seen: through the END line whatever lines interleave (a kernel message in the middle
+/// of `cat id_rsa`); without an END within `KEY_BLOCK_MAX_LINES` (the output was cut), through
+/// the last line there that still looks like key material.
+fn key_block_len(lines: &[&str], prefix: &str, end: &str) -> (usize, bool) {
+    let window = &lines[..lines.len().min(KEY_BLOCK_MAX_LINES)];
+    if let Some(at) = window.iter().skip(1).position(|l| l.contains(end)) {
+        return (at + 2, true);
+    }
+    let (mut last, mut after_key) = (0, true);
+    for (i, line) in window.iter().enumerate().skip(1) {
+        after_key = is_key_material(line, prefix, after_key);
+        if after_key {
+            last = i;
+        }
+    }
+    (last + 1, false)
+}
+
+/// Replaces each private key block and each credential-looking line with one marker line.
+fn redact(text: &str, r: &mut Redactions) -> String {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if let Some((at, end)) = key_block_start(line) {
+            let (n, ended) =
+                if line[at..].contains(end) { (1, true) } else { key_block_len(&lines[i..], &line[..at], end) };
             r.key_blocks += 1;
-            out += "[archive-logs: private key block redacted]";
-            out += newline;
-            in_key = !line.contains("-----END ");
+            r.key_lines += n;
+            out += &if ended {
+                format!("[archive-logs: private key block redacted: {n} line(s), BEGIN to END]")
+            } else {
+                format!(
+                    "[archive-logs: private key block redacted: {n} line(s); no END within {KEY_BLOCK_MAX_LINES} lines, \
+                     redacted through its last key line]"
+                )
+            };
+            i += n;
+            if lines[i - 1].ends_with('\n') {
+                out.push('\n');
+            }
             continue;
         }
         if TOKEN.is_match(line) {
             r.token_lines += 1;
             out += "[archive-logs: line redacted, it looked like a secret token]";
-            out += newline;
-            continue;
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out += line;
         }
-        out += line;
+        i += 1;
     }
     out
 }
@@ -427,7 +565,35 @@ fn cap(text: &str, cap: usize, src: &Utf8Path) -> (String, usize) {
     (format!("{}{marker}{}", &text[..head_end], &text[tail_start..]), lines)
 }
 
-/// One ledger line: what is needed to compare runs over time.
+/// Longest string kept from metadata.json in a ledger line (and so in the index).
+const MAX_FIELD: usize = 200;
+/// Most finding ids kept in a ledger line (the catalogue has about 40).
+const MAX_FINDINGS: usize = 64;
+
+/// A string of metadata.json cut at `MAX_FIELD` bytes (an ellipsis marks the cut);
+/// anything else (a number, an object, a 5 MB array) is null.
+fn bounded_text(v: &Value) -> Value {
+    v.as_str().map_or(Value::Null, |s| Value::String(bounded(s)))
+}
+
+fn bounded(s: &str) -> String {
+    match truncate(s, MAX_FIELD) {
+        cut if cut.len() < s.len() => format!("{cut}…"),
+        whole => whole.to_string(),
+    }
+}
+
+/// A number of metadata.json, else null.
+fn number(v: &Value) -> Value {
+    if v.is_number() {
+        v.clone()
+    } else {
+        Value::Null
+    }
+}
+
+/// One ledger line: what is needed to compare runs over time. Values from metadata.json are
+/// bounded: the run directory is input, the ledger is committed.
 fn ledger_line(
     stamp: &str,
     meta: Option<&Value>,
@@ -442,31 +608,38 @@ fn ledger_line(
     // Finding ids: vm-test's (they include harness-only ones), else what the serial log shows.
     let mut findings: Vec<String> = Vec::new();
     let from_meta = m["findings"].as_array().is_some();
+    if let Some(id) = m["verdict"]["finding"].as_str() {
+        findings.push(bounded(id));
+    }
     if let Some(list) = m["findings"].as_array() {
-        for id in list.iter().filter_map(|f| f["id"].as_str()) {
-            if !findings.iter().any(|f| f == id) {
-                findings.push(id.to_string());
+        for id in list.iter().filter_map(|f| f["id"].as_str()).map(bounded) {
+            if findings.len() == MAX_FINDINGS {
+                break;
+            }
+            if !findings.contains(&id) {
+                findings.push(id);
             }
         }
     } else if let Some(a) = &analysis {
-        findings.extend(a.findings.iter().map(|f| f.id.to_string()));
-    }
-    if let Some(id) = m["verdict"]["finding"].as_str() {
-        if !findings.iter().any(|f| f == id) {
-            findings.insert(0, id.to_string());
+        for f in &a.findings {
+            if !findings.iter().any(|id| id == f.id) {
+                findings.push(f.id.to_string());
+            }
         }
     }
     let mut phases = serde_json::Map::new();
     for p in m["phases"].as_array().into_iter().flatten() {
         let status = p["status"].as_str().unwrap_or("ok");
-        if let (Some(name), Some(secs), true) = (p["phase"].as_str(), p["seconds"].as_f64(), status != "not-reached") {
-            phases.insert(name.to_string(), json!({"seconds": secs, "status": status}));
+        // Only the phases there are: a phase name is a JSON key here and a row of the index.
+        let phase = Phase::ALL.into_iter().find(|ph| p["phase"] == ph.name());
+        if let (Some(phase), Some(secs), true) = (phase, p["seconds"].as_f64(), status != "not-reached") {
+            phases.insert(phase.name().to_string(), json!({"seconds": secs, "status": bounded(status)}));
         }
     }
     let outcome = match m["outcome"].as_str() {
-        Some("running") => "unfinished",
-        Some(o) => o,
-        None => "unknown",
+        Some("running") => "unfinished".to_string(),
+        Some(o) => bounded(o),
+        None => "unknown".to_string(),
     };
     let rel = |suffix: &str| {
         targets
@@ -479,23 +652,24 @@ fn ledger_line(
     json!({
         "schema": 1,
         "run": stamp,
-        "timestamp": m["started_at"].as_str().map(String::from).unwrap_or_else(|| stamp_to_rfc3339(stamp)),
-        "finished_at": m["finished_at"],
+        "timestamp": m["started_at"].as_str().map(bounded).unwrap_or_else(|| stamp_to_rfc3339(stamp)),
+        "finished_at": bounded_text(&m["finished_at"]),
         "outcome": outcome,
-        "exit_code": m["exit_code"],
-        "verdict": m["verdict"]["finding"],
-        "verdict_phase": m["verdict"]["phase"],
+        "exit_code": number(&m["exit_code"]),
+        "verdict": bounded_text(&m["verdict"]["finding"]),
+        "verdict_phase": bounded_text(&m["verdict"]["phase"]),
         "findings": findings,
         "findings_source": if from_meta { "metadata" } else { "serial" },
         "furthest_phase": analysis.as_ref().map(|a| a.phase.name()),
         "phases": phases,
-        "total_seconds": m["total_seconds"],
+        "total_seconds": number(&m["total_seconds"]),
         "iso": {
-            "path": image["path"], "size_bytes": image["size_bytes"], "source": image["source"],
-            "fault": image["fault"], "store_path": image["store_path"], "nar_hash": image["nar_hash"],
+            "path": bounded_text(&image["path"]), "size_bytes": number(&image["size_bytes"]),
+            "source": bounded_text(&image["source"]), "fault": bounded_text(&image["fault"]),
+            "store_path": bounded_text(&image["store_path"]), "nar_hash": bounded_text(&image["nar_hash"]),
         },
-        "accel": m["qemu"]["accel"],
-        "qemu_version": m["qemu"]["version"],
+        "accel": bounded_text(&m["qemu"]["accel"]),
+        "qemu_version": bounded_text(&m["qemu"]["version"]),
         "checks": {
             "pass": count_checks(m, "pass"), "fail": count_checks(m, "fail"), "skip": count_checks(m, "skip"),
         },
@@ -535,6 +709,40 @@ fn parse_ledger(text: &str, path: &Utf8Path, notes: &mut Vec<String>) -> Vec<Val
     entries
 }
 
+/// Longest text shown in a cell of the index.
+const MAX_CELL: usize = 80;
+
+/// A file name that can go in a code span as it is.
+static PLAIN_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._+-]{1,80}$").expect("compiles"));
+/// A link target archive-logs writes: `boot-logs/<UTC>-serial.log`, `test-reports/<UTC>-….md`.
+static SAFE_HREF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(boot-logs|test-reports)/[A-Za-z0-9][A-Za-z0-9._-]*$").expect("compiles"));
+
+/// A value as the text of one Markdown table cell, whatever it holds: one line (control
+/// characters become spaces), no cell border (`|`), no HTML (`<`, `>`, `&` as entities), no
+/// emphasis, code or link syntax (backslash-escaped), and at most `MAX_CELL` bytes.
+fn cell(value: &str) -> String {
+    let cut = truncate(value, MAX_CELL);
+    let mut out = String::with_capacity(cut.len() + 8);
+    for c in cut.chars() {
+        match c {
+            c if c.is_control() => out.push(' '),
+            '<' => out += "&lt;",
+            '>' => out += "&gt;",
+            '&' => out += "&amp;",
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    if cut.len() < value.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// `docs/test-reports/README.md`: medians of the last passing runs, then every run, newest first.
 fn render_index(entries: &[Value]) -> String {
     let mut runs: Vec<&Value> = entries.iter().collect();
@@ -568,20 +776,24 @@ fn render_index(entries: &[Value]) -> String {
     out += "| Run (UTC) | Outcome | Verdict | Findings | Image | Accel | QEMU | Total s | Evidence |\n";
     out += "|---|---|---|---|---|---|---|---:|---|\n";
     for r in runs {
-        let text = |v: &Value| v.as_str().map_or("—".to_string(), |s| s.replace('|', "\\|"));
-        let findings: Vec<&str> = r["findings"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let text = |v: &Value| v.as_str().map_or("—".to_string(), cell);
+        let findings: Vec<String> =
+            r["findings"].as_array().into_iter().flatten().filter_map(Value::as_str).map(cell).collect();
         let image = match (r["iso"]["source"].as_str(), r["iso"]["fault"].as_str(), r["iso"]["path"].as_str()) {
-            (Some(src), Some(fault), _) => format!("{src} ({fault})"),
-            (Some(src), None, Some(path)) => format!("{src} `{}`", Utf8Path::new(path).file_name().unwrap_or(path)),
-            (Some(src), None, None) => src.to_string(),
+            (Some(src), Some(fault), _) => format!("{} ({})", cell(src), cell(fault)),
+            (Some(src), None, Some(path)) => match Utf8Path::new(path).file_name().unwrap_or(path) {
+                name if PLAIN_NAME.is_match(name) => format!("{} `{name}`", cell(src)),
+                name => format!("{} {}", cell(src), cell(name)),
+            },
+            (Some(src), None, None) => cell(src),
             _ => "—".to_string(),
         };
         let mut links = Vec::new();
         for (key, label) in [("serial", "serial"), ("transcript", "transcript"), ("report", "report")] {
-            if let Some(p) = r["files"][key].as_str() {
-                let href = p.strip_prefix("test-reports/").map_or(format!("../{p}"), String::from);
-                links.push(format!("[{label}]({href})"));
-            }
+            // Only the names archive-logs gives (a hand-edited ledger could hold anything).
+            let Some(p) = r["files"][key].as_str().filter(|p| SAFE_HREF.is_match(p)) else { continue };
+            let href = p.strip_prefix("test-reports/").map_or(format!("../{p}"), String::from);
+            links.push(format!("[{label}]({href})"));
         }
         out += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -603,6 +815,9 @@ fn render_index(entries: &[Value]) -> String {
 mod tests {
     use super::*;
 
+    const BLOCK: &str = "[archive-logs: private key block redacted: ";
+    const TOKEN_LINE: &str = "[archive-logs: line redacted, it looked like a secret token]";
+
     #[test]
     fn redacts_key_blocks_and_tokens_but_not_ordinary_lines() {
         let text = "a\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nAAAA==\n-----END OPENSSH PRIVATE KEY-----\n\
@@ -610,19 +825,149 @@ mod tests {
                     PasswordAuthentication no\naccess-tokens = github.com=abcdefgh12345\nz";
         let mut r = Redactions::default();
         let out = redact(text, &mut r);
-        assert_eq!(r.key_blocks, 1);
-        assert_eq!(r.token_lines, 2);
+        assert_eq!((r.key_blocks, r.key_lines, r.token_lines), (1, 4, 2));
         assert!(!out.contains("b3Blbn") && !out.contains("ghp_") && !out.contains("abcdefgh12345"));
-        assert!(out.starts_with("a\n[archive-logs: private key block redacted]\n"));
+        assert!(out.starts_with("a\n[archive-logs: private key block redacted: 4 line(s), BEGIN to END]\n"), "{out}");
         assert!(out.contains("[sudo] password for nixos: \nPasswordAuthentication no\n"));
         assert!(out.ends_with("\nz"));
+        assert_eq!(r.describe(), "3 span(s): 1 private key block(s) (4 lines) and 2 token-looking line(s)");
     }
 
     #[test]
-    fn truncated_key_block_stops_at_the_first_ordinary_line() {
+    fn console_lines_inside_a_key_block_do_not_end_it() {
+        let text = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretAAAAAAAAAAAAAAAAAAA\n\
+                    [   12.345678] random: crng init done\n\n[  OK  ] Started Journal Service.\n\
+                    SECRETTWOBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB\n-----END RSA PRIVATE KEY-----\nafter\n";
         let mut r = Redactions::default();
-        let out = redact("-----BEGIN RSA PRIVATE KEY-----\nMIIEow==\n[root@nixos:~]# ls\n", &mut r);
-        assert_eq!(out, "[archive-logs: private key block redacted]\n[root@nixos:~]# ls\n");
+        let out = redact(text, &mut r);
+        assert_eq!(out, "[archive-logs: private key block redacted: 7 line(s), BEGIN to END]\nafter\n");
+    }
+
+    #[test]
+    fn prefixed_key_blocks_are_redacted() {
+        // A heredoc typed at the shell, vm-test's sed-framed output, a transcript's indent.
+        for prefix in ["> ", "q1x1|", "    ", "[root@nixos:~]# echo '"] {
+            let text = format!(
+                "before\n{prefix}-----BEGIN OPENSSH PRIVATE KEY-----\n{prefix}b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAE\n\
+                 {prefix}SECRETSECRETSECRETSECRET\n{prefix}-----END OPENSSH PRIVATE KEY-----\nafter\n"
+            );
+            let out = redact(&text, &mut Redactions::default());
+            assert_eq!(out, format!("before\n{BLOCK}4 line(s), BEGIN to END]\nafter\n"), "{prefix:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_block_without_end_is_redacted_through_its_last_key_line_within_the_bound() {
+        // The output was cut: the key material (prefixed, with a console line inside and a
+        // short last line) goes, the shell session after it stays.
+        let text = "> -----BEGIN EC PRIVATE KEY-----\n> MHcCAQEEIBsecretsecretsecretsecretAAAA\n\
+                    [    5.000000] a kernel line\n> MoreSecretMaterialMoreSecretMaterial\n> Zw==\n\
+                    [root@nixos:~]# id -u\n0\n[root@nixos:~]# \n";
+        let mut r = Redactions::default();
+        let out = redact(text, &mut r);
+        assert!(out.starts_with(BLOCK) && out.contains("5 line(s); no END within 512 lines"), "{out}");
+        assert!(out.ends_with("]\n[root@nixos:~]# id -u\n0\n[root@nixos:~]# \n"), "{out}");
+        assert_eq!(r.key_lines, 5);
+
+        // A BEGIN whose END never comes: key material far past the bound is not followed.
+        let mut text = "-----BEGIN PRIVATE KEY-----\n".to_string();
+        text += &"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n".repeat(2 * KEY_BLOCK_MAX_LINES);
+        let mut r = Redactions::default();
+        redact(&text, &mut r);
+        assert_eq!(r.key_lines, KEY_BLOCK_MAX_LINES);
+    }
+
+    #[test]
+    fn putty_and_single_line_keys() {
+        let ppk = "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nPublic-Lines: 2\nAAAAC3NzaC1lZDI1NTE5AAAAIPublicPart\n\
+                   Private-Lines: 1\nAAAAIFprivateprivateprivateprivateprivate\nPrivate-MAC: 0123456789abcdef\nafter\n";
+        let out = redact(ppk, &mut Redactions::default());
+        assert!(
+            !out.contains("privateprivate") && out.contains("Public-Lines: 2\n") && out.ends_with("END]\nafter\n"),
+            "{out}"
+        );
+        let json = r#"{"key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANsecret\n-----END PRIVATE KEY-----\n"}"#;
+        assert_eq!(redact(json, &mut Redactions::default()), format!("{BLOCK}1 line(s), BEGIN to END]"));
+    }
+
+    /// Credential-looking lines: each is redacted whole.
+    const SECRETS: &[&str] = &[
+        "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "export AWS_SECRET_ACCESS_KEY=\"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "DB_PASSWORD=hunter22",
+        "NPM_TOKEN=npm_0123456789abcdefghijklmnopqrstuvwxyz",
+        "CI_JOB_TOKEN=glcbt-64_abcdefghijklmnopqrst",
+        "GITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "//registry.npmjs.org/:_authToken=npm_0123456789abcdefghijklmnopqrstuvwxyz",
+        "access-tokens = github.com=ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "password: s3cr3t-passw0rd",
+        "  db_password: \"s3cr3t-passw0rd\"",
+        r#"{"client_secret": "abcdef0123456789"}"#,
+        "api_key: AIzaSyA-abcdefghijklmnopqrstuvwxyz12345",
+        "PrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=",
+        "mysql --password=Sup3rS3cret -u app",
+        "vault login --token s.abcdefghijklmnop",
+        "curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc'",
+        "Authorization: token ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "git clone https://oauth2:glpat-abcdefghijklmnopqrst@gitlab.com/x/y.git",
+        "DATABASE_URL=postgres://app:Sup3rS3cret@db:5432/app",
+        "postgres://app:Sup3rS3cret@db:5432/app",
+        "machine github.com login bot password abcdef123456",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "key id AKIAIOSFODNN7EXAMPLE",
+        "OPENAI_API_KEY is sk-proj-abcdefghijklmnopqrstuvwx",
+        "xoxb-123456789012-abcdefghij",
+        "stripe: sk_live_abcdefghijklmnop1234",
+        "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+        "AGE-SECRET-KEY-1QQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQPQQ",
+        "pypi-AgEIcHlwaS5vcmcCJGFiY2RlZmdoLWlqa2wtbW5vcC1xcnN0LXV2d3h5ejAxMjM0NQ",
+    ];
+
+    /// Ordinary boot, shell and harness lines that mention passwords, keys or tokens: kept.
+    const NOT_SECRETS: &[&str] = &[
+        "[sudo] password for nixos: ",
+        "PasswordAuthentication no",
+        "passwd: password updated successfully",
+        "Sorry, try again.",
+        "su: Authentication failure",
+        "Enter passphrase for key '/root/.ssh/id_ed25519':",
+        "[  OK  ] Started Dispatch Password Requests to Console Directory Watch.",
+        "[  OK  ] Started systemd-ask-password-console.path.",
+        "systemd-ask-password-console.service: Deactivated successfully.",
+        "Failed to set up credentials: Protocol error",
+        "[    0.000000] Command line: init=/init console=tty0 console=ttyS0,115200",
+        "[    1.234567] Key type id_resolver registered",
+        "[    2.100000] integrity: Loaded X.509 cert 'Debian Secure Boot CA: 6ccece7e4c6c0d1f6149f3dd27dfcc5cbb419ea1'",
+        "PWD=/home/nixos",
+        "OLDPWD=/root",
+        "tokens: 42",
+        "pre-nixos: applied: created VG main with LV slash on /dev/vda",
+        "/nix/store/0c0kbz4r2xh5ylw6phq5cmwma0ccp5rz-nixos-system-nixos-24.11",
+        "\"nar_hash\": \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGhvc3RrZXlob3N0a2V5aG9zdGtleWhvc3Q root@nixos",
+        "-----BEGIN PUBLIC KEY-----",
+        "-----BEGIN CERTIFICATE-----",
+        "LAN IPv4 address: 10.0.2.15",
+        "[root@nixos:~]# id -u",
+        "http://[::1]:8080/",
+        "ssh://git@github.com/x/y.git",
+        "docker login --password-stdin < token.txt",
+        "STATE=applied",
+        "[    3.000000] /dev/disk-by-uuid task-0123456789abcdefghijklmnop",
+    ];
+
+    #[test]
+    fn credential_corpus() {
+        for line in SECRETS {
+            let mut r = Redactions::default();
+            let out = redact(&format!("{line}\n"), &mut r);
+            assert_eq!(out, format!("{TOKEN_LINE}\n"), "not redacted: {line}");
+        }
+        for line in NOT_SECRETS {
+            let text = format!("{line}\n");
+            assert_eq!(redact(&text, &mut Redactions::default()), text, "redacted but harmless: {line}");
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Args {
     /// Accelerator passed to vm-test and used for the baseline
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
     pub accel: String,
+    /// Which fixture to boot: `fixture` (busybox) or `fixture-systemd`, as for `vm-test --image`
+    #[arg(long, value_name = "fixture[-systemd]", default_value = "fixture")]
+    pub image: String,
     /// Print the figures as JSON (also written to bench.json in the bench directory)
     #[arg(long)]
     pub json: bool,
@@ -38,14 +41,18 @@ pub fn run(args: Args) -> Result<u8> {
     if args.runs == 0 {
         return Err(exit::usage("--runs must be at least 1"));
     }
-    let iso = crate::fixture::build(None)?;
+    let (flavor, fault) = crate::vm_test::parse_image(&args.image)?;
+    if fault.is_some() {
+        return Err(exit::usage(format!("--image {}: bench boots healthy images only", args.image)));
+    }
+    let iso = crate::fixture::build_variant(flavor, None)?;
     let dir = project::create_run_dir(&project::target_dir().join("bench"), jiff::Timestamp::now())?;
     eprintln!("bench: {} harness + {} baseline boots of {iso}; results in {dir}", args.runs, args.runs);
     let mut harness = Vec::new();
     let mut baseline = Vec::new();
     for i in 1..=args.runs {
         let run_dir = dir.join(format!("harness-{i}"));
-        let meta = harness_run(&run_dir, &args.accel)?;
+        let meta = harness_run(&run_dir, &args.image, &args.accel)?;
         let prompt = meta.pointer("/milestones/prompt").and_then(Value::as_f64);
         eprintln!(
             "bench: harness run {i}: {} in {:.1}s, prompt at {}",
@@ -70,14 +77,14 @@ pub fn run(args: Args) -> Result<u8> {
     Ok(if all_passed { exit::OK } else { exit::FAILED })
 }
 
-/// One `vm-test --image fixture` run in a child process (exactly what a user runs); returns
+/// One `vm-test --image IMAGE` run in a child process (exactly what a user runs); returns
 /// its metadata.json.
-fn harness_run(run_dir: &Utf8Path, accel: &str) -> Result<Value> {
+fn harness_run(run_dir: &Utf8Path, image: &str, accel: &str) -> Result<Value> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let log_path = run_dir.with_extension("log");
     let log = fs_err::File::create(&log_path)?.into_parts().0;
     let status = std::process::Command::new(exe)
-        .args(["vm-test", "--image", "fixture", "--accel", accel, "--run-dir", run_dir.as_str()])
+        .args(["vm-test", "--image", image, "--accel", accel, "--run-dir", run_dir.as_str()])
         .env("NO_COLOR", "1")
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -95,7 +102,8 @@ fn harness_run(run_dir: &Utf8Path, accel: &str) -> Result<Value> {
 /// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
 /// bare reader: seconds from spawn until the prompt bytes arrive.
 fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
-    fs_err::create_dir_all(dir)?;
+    // Its QMP and serial sockets go here: private, like vm-test's run directories.
+    project::private_run_dir(dir).with_context(|| format!("creating {dir}"))?;
     let q = &meta["qemu"];
     // Unix socket paths must stay short: the same rule as vm-test's.
     let (sock_dir, temporary) = qemu::socket_dir(dir)?;
@@ -162,6 +170,7 @@ fn summarize(harness: &[Value], baseline: &[f64]) -> Value {
         .collect();
     let prompt =
         median(harness.iter().filter_map(|m| m.pointer("/milestones/prompt").and_then(Value::as_f64)).collect());
+    let root = median(harness.iter().filter_map(|m| m.pointer("/milestones/root").and_then(Value::as_f64)).collect());
     let bare = median(baseline.to_vec());
     let cpu =
         median(harness.iter().filter_map(|m| m.pointer("/harness/cpu_seconds").and_then(Value::as_f64)).collect());
@@ -174,6 +183,8 @@ fn summarize(harness: &[Value], baseline: &[f64]) -> Value {
         "passed": harness.iter().filter(|m| m["outcome"] == "pass").count(),
         "accel": harness.first().map(|m| m["qemu"]["accel"].clone()),
         "phases": phase_medians,
+        "image": harness.first().map(|m| m["image"]["source"].clone()),
+        "boot_to_root": {"harness_median_seconds": root},
         "boot_to_prompt": {"harness_median_seconds": prompt, "baseline_median_seconds": bare,
                             "baseline_runs": baseline, "overhead_ratio": overhead, "target_ratio": 0.10},
         "harness_cpu": {"median_cpu_seconds": cpu, "median_wall_seconds": wall, "share_of_one_core": cpu_share,
@@ -184,7 +195,8 @@ fn summarize(harness: &[Value], baseline: &[f64]) -> Value {
 fn print_figures(f: &Value) {
     let fancy = ui::fancy_stdout();
     let num = |v: &Value| v.as_f64().map_or("?".to_string(), |x| format!("{x:.2}"));
-    println!("Phase medians over {} runs ({} passed, accel {}):", f["runs"], f["passed"], f["accel"]);
+    let image = f["image"].as_str().unwrap_or("?");
+    println!("Phase medians over {} runs of {image} ({} passed, accel {}):", f["runs"], f["passed"], f["accel"]);
     for p in f["phases"].as_array().into_iter().flatten() {
         println!("  {:<11} {:>7} s", p["phase"].as_str().unwrap_or("?"), num(&p["median_seconds"]));
     }
@@ -203,6 +215,7 @@ fn print_figures(f: &Value) {
         ratio.map_or("?".into(), |r| format!("{:+.1} %", r * 100.0)),
         verdict(ratio.map(|r| r <= 0.10))
     );
+    println!("Boot to verified root (`id -u` = 0): {} s", num(&f["boot_to_root"]["harness_median_seconds"]));
     let share = c["share_of_one_core"].as_f64();
     println!(
         "Harness CPU: {} s over {} s wall = {} of one core ({}; target ≤ 2 %), peak RSS {} KiB",

@@ -25,9 +25,10 @@ use serde::Serialize;
 use std::sync::LazyLock;
 
 /// Boot phases in the order a healthy run passes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    #[default]
     Qemu,
     Bootloader,
     Kernel,
@@ -205,13 +206,19 @@ macro_rules! sig {
     };
 }
 
-static CATALOGUE: [Signature; 45] = [
+static CATALOGUE: [Signature; 49] = [
     sig!("qemu-start-failed", Qemu, Failure, "QEMU's stderr (`qemu-system-x86_64: ...` before any guest output) or the harness",
         "QEMU refused to start: a bad option, a missing or locked disk image (`Failed to get \"write\" lock` = another QEMU uses it), a taken host-forwarding port, or an unusable accelerator.",
         "Read qemu.stderr.log; make sure no other QEMU uses the disk or port (`ps -ef | grep qemu`), give each VM its own disk and port, and try `--accel tcg`."),
     sig!("qemu-exited", Qemu, Failure, "the harness (QEMU's process exit status)",
         "QEMU exited (or was killed) before the run finished.",
         "Read qemu.stderr.log and the serial tail; a guest triple fault or panic with `-no-reboot` also ends QEMU."),
+    sig!("not-bootable", Bootloader, Failure, "preflight: the ISO's El Torito boot record and catalogue, read before QEMU starts",
+        "The ISO has no boot entry a BIOS can use (no El Torito boot record, a UEFI-only boot catalogue, or a boot image past the end of a truncated file): the firmware finds nothing to boot and the serial line stays empty.",
+        "Build the ISO with a BIOS boot image (`xorriso -as mkisofs -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot …`, as NixOS's isoImage does) or rebuild a truncated one; `xorriso -indev X.iso -report_el_torito plain` lists its boot entries."),
+    sig!("no-serial-output", Bootloader, Failure, "harness: not one byte on the serial line",
+        "Not one byte arrived on the serial line: the firmware found nothing to boot (SeaBIOS says so on a screen, not on the serial port), or the bootloader does not write to the serial port.",
+        "Let preflight read the ISO (drop `--skip-preflight`; `xorriso -indev X.iso -report_el_torito plain` lists its boot entries) and give the bootloader a serial console (`SERIAL 0 115200` in isolinux.cfg; `serial --unit=0 --speed=115200` and `terminal_output serial console` in GRUB)."),
     sig!("bootloader-stuck", Bootloader, Failure, SERIAL,
         "The bootloader printed its banner or menu but never loaded a kernel: the menu waits for input (no TIMEOUT/DEFAULT) or the boot medium is unreadable.",
         "Check isolinux.cfg / grub.cfg for `TIMEOUT` and `DEFAULT`, and that the ISO's kernel path exists."),
@@ -308,6 +315,12 @@ static CATALOGUE: [Signature; 45] = [
     sig!("serial-eof", Qemu, Failure, HARNESS,
         "The serial connection closed while the harness was still waiting (QEMU died or closed its chardev).",
         "Read qemu.stderr.log and the QEMU exit status in metadata.json."),
+    sig!("host-disk-full", Qemu, Failure, "QMP `query-status` = `io-error` with the disk's `io-status` = `nospace`, or ENOSPC writing a log in the run directory",
+        "The host filesystem holding the run directory is full: QEMU paused the guest when a write to its scratch disk failed (which looks exactly like a hung guest), or the harness could not write its logs.",
+        "Free space on that filesystem (`df -h` on the run directory) or pass `--run-dir` on one with a few GiB free: the scratch disk grows while the guest provisions it."),
+    sig!("io-error", Qemu, Failure, "QMP `query-status` = `io-error` (a host read or write of a disk image failed)",
+        "QEMU paused the guest because reading or writing a disk image failed on the host (an I/O error, not a full disk).",
+        "Check the host's kernel log (`dmesg`) and the filesystem holding the run directory and the ISO; rerun with `--run-dir` elsewhere."),
     sig!("harness-error", Qemu, Failure, HARNESS,
         "The harness itself failed (a bug or an unexpected condition), not the image.",
         "Read the error in the transcript and report it with the run directory."),
@@ -587,7 +600,7 @@ static BROADCAST: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Cuts `s` to at most `max` bytes on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -630,6 +643,8 @@ pub struct Detector {
     last_text_line: usize,
     /// Whether the bootloader loaded something (`Loading /boot/...`, `Booting ...`).
     bootloader_loaded: bool,
+    /// The furthest phase the text itself showed (`advance` also takes the harness's word).
+    text_phase: Phase,
     /// A `login:` prompt without autologin, waiting to see whether autologin follows.
     pending_login_prompt: Option<(usize, String)>,
     /// Consecutive repeats of the last line (flood detection).
@@ -692,11 +707,13 @@ impl Detector {
             return new; // a journal separator, another harness's own chatter
         }
         if norm.kernel_stamped {
-            self.advance(Phase::Kernel, line_no);
+            self.advance_by_text(Phase::Kernel, line_no);
         }
         match norm.voice {
-            Voice::Kernel => self.advance(Phase::Kernel, line_no),
-            Voice::Systemd | Voice::Stage1 | Voice::Stage2 | Voice::Userspace => self.advance(Phase::Init, line_no),
+            Voice::Kernel => self.advance_by_text(Phase::Kernel, line_no),
+            Voice::Systemd | Voice::Stage1 | Voice::Stage2 | Voice::Userspace => {
+                self.advance_by_text(Phase::Init, line_no)
+            }
             Voice::Unknown => {}
         }
 
@@ -728,7 +745,7 @@ impl Detector {
                 Some(sig) => user.map_or(sig.as_str() == "#", |u| u == "root"),
                 None => false,
             };
-            self.advance(if root { Phase::Root } else { Phase::Shell }, line_no);
+            self.advance_by_text(if root { Phase::Root } else { Phase::Shell }, line_no);
             body = &body[c.get(0).unwrap().end()..];
             echoed = c.name("s").is_some();
             // A prompt: the pager (if any) was left, the login shell finished starting.
@@ -756,7 +773,7 @@ impl Detector {
                 rules.push(rule);
             } else {
                 let phase = PHASE_MARKERS[i].0;
-                self.advance(phase, line_no);
+                self.advance_by_text(phase, line_no);
                 if phase == Phase::Bootloader && BOOTLOADER_LOADED.is_match(body) {
                     self.bootloader_loaded = true;
                 }
@@ -943,6 +960,12 @@ impl Detector {
         }
     }
 
+    /// A phase shown by a line of text (a marker or a prompt).
+    fn advance_by_text(&mut self, phase: Phase, line_no: usize) {
+        self.text_phase = self.text_phase.max(phase);
+        self.advance(phase, line_no);
+    }
+
     fn add(&mut self, new: &mut Vec<Finding>, finding: Finding) {
         if self.findings.iter().any(|f| f.id == finding.id) {
             return;
@@ -975,8 +998,10 @@ impl Detector {
     }
 
     /// Called at end of input or when the serial line stalls: findings inferred from silence
-    /// (e.g. `serial-silent-after-bootloader`). Safe to call more than once. The end of a
-    /// journal says nothing about a stall, so journal text gets none of these. The
+    /// (e.g. `serial-silent-after-bootloader`). Safe to call more than once. Each claims what
+    /// the text showed (a banner, a kernel line), so none is made when the phase came from
+    /// the harness alone (an empty log is not a bootloader that printed its banner). The end
+    /// of a journal says nothing about a stall, so journal text gets none of these. The
     /// fallbacks for a silent bootloader or kernel are left out when a failure already
     /// explains the silence.
     pub fn silence(&mut self) -> Vec<Finding> {
@@ -999,7 +1024,10 @@ impl Detector {
             return new;
         }
         let (line, text) = (self.last_text_line, self.last_text.clone());
-        let id = match self.phase() {
+        if self.text_phase != self.phase() {
+            return new;
+        }
+        let id = match self.text_phase {
             Phase::Bootloader if self.bootloader_loaded => "serial-silent-after-bootloader",
             Phase::Bootloader => "bootloader-stuck",
             Phase::Kernel => "kernel-stalled",
@@ -1159,6 +1187,24 @@ nixos login: nixos (automatic login)
         assert_eq!(run("Welcome to Debian GNU/Linux 12 (bookworm)!\n").phase(), Phase::Init);
         let d = run("GNU GRUB  version 2.12\nEFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path\n");
         assert_eq!(d.phase(), Phase::Kernel);
+    }
+
+    /// The harness moves the phase on by itself (QEMU started → bootloader); silence then
+    /// must not be read as a banner or kernel lines nobody printed.
+    #[test]
+    fn silence_claims_only_what_the_text_shows() {
+        for phase in [Phase::Bootloader, Phase::Kernel] {
+            let mut d = Detector::new();
+            d.advance(phase, 0);
+            assert_eq!(d.silence(), [], "{phase}: nothing was printed");
+        }
+        let mut d = Detector::new();
+        d.feed_line(1, "some firmware noise");
+        d.advance(Phase::Bootloader, 1);
+        assert_eq!(d.silence(), [], "text that is no bootloader banner");
+        d.feed_line(2, "ISOLINUX 6.04 20200816");
+        d.silence();
+        assert_eq!(ids(&d), ["bootloader-stuck"]);
     }
 
     #[test]
@@ -1478,6 +1524,10 @@ nixos login: nixos (automatic login)
             "phase-timeout",
             "check-failed",
             "powered-off-cleanly",
+            "not-bootable",
+            "no-serial-output",
+            "host-disk-full",
+            "io-error",
             "root-device-missing",
             "stage2-init-missing",
             "activation-failed",

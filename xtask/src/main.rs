@@ -6,6 +6,7 @@
 mod accel;
 mod analyze;
 mod archive_logs;
+mod attach;
 mod bench;
 mod build_image;
 mod clean;
@@ -47,6 +48,8 @@ enum Verb {
     ArchiveLogs(archive_logs::Args),
     /// Measure fixture boots: per-phase medians, harness overhead and CPU
     Bench(bench::Args),
+    /// Attach this terminal to the serial console of a VM kept with `vm-test --keep`
+    Attach(attach::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Verb::Analyze(args) => analyze::run(args),
         Verb::ArchiveLogs(args) => archive_logs::run(args),
         Verb::Bench(args) => bench::run(args),
+        Verb::Attach(args) => attach::run(args),
     };
     exit::report(result)
 }

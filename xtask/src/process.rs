@@ -1,10 +1,11 @@
-//! Child-process helpers shared by the verbs: dying with the parent, killing on drop, and
-//! reading a child's stdout and stderr together with `poll()` under a deadline.
+//! Child-process helpers shared by the verbs: dying with the parent, killing on drop, reading
+//! a child's stdout and stderr together with `poll()` under a deadline, and running a command
+//! in its own process group that is killed as a whole, keeping only a bounded tail of output.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Makes the kernel kill `cmd`'s process when we die, however we die. (Linux ties this to the
@@ -52,13 +53,41 @@ pub fn read_both(
     stdout: &mut impl ReadFd,
     stderr: &mut impl ReadFd,
     limit: Duration,
+    on_stdout: impl FnMut(&[u8]) -> bool,
+    on_stderr: impl FnMut(&[u8]),
+) -> std::io::Result<Drained> {
+    pump(stdout, stderr, Until::Closed, Instant::now() + limit, on_stdout, on_stderr)
+}
+
+/// When [`pump`] is done (besides a stop or the deadline).
+#[derive(Clone, Copy)]
+enum Until {
+    /// Both pipes reached end of file.
+    Closed,
+    /// The process behind this pidfd exited (the pipes may stay open: its children hold them).
+    ExitOf(RawFd),
+    /// Nothing more is ready to read right now.
+    Idle,
+}
+
+/// The `poll()` loop behind [`read_both`] and [`run_in_own_group`]. `Drained::Closed` means
+/// `until` was reached.
+fn pump(
+    stdout: &mut impl ReadFd,
+    stderr: &mut impl ReadFd,
+    until: Until,
+    end: Instant,
     mut on_stdout: impl FnMut(&[u8]) -> bool,
     mut on_stderr: impl FnMut(&[u8]),
 ) -> std::io::Result<Drained> {
-    let end = Instant::now() + limit;
     let (mut out_open, mut err_open) = (true, true);
     let mut buf = [0u8; 8192];
-    while out_open || err_open {
+    loop {
+        let exit_fd = match until {
+            Until::Closed | Until::Idle if !out_open && !err_open => return Ok(Drained::Closed),
+            Until::ExitOf(fd) => fd,
+            _ => -1,
+        };
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(Drained::TimedOut);
@@ -66,16 +95,20 @@ pub fn read_both(
         let mut fds = [
             libc::pollfd { fd: if out_open { stdout.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: if err_open { stderr.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: exit_fd, events: libc::POLLIN, revents: 0 },
         ];
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: fds is a valid array of two pollfd structs for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        let ms = if matches!(until, Until::Idle) { 0 } else { left.as_millis().clamp(1, i32::MAX as u128) as i32 };
+        // SAFETY: fds is a valid array of three pollfd structs for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, ms) };
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(err);
+        }
+        if n == 0 && matches!(until, Until::Idle) {
+            return Ok(Drained::Closed);
         }
         if fds[0].revents != 0 {
             match stdout.read(&mut buf)? {
@@ -93,8 +126,136 @@ pub fn read_both(
                 k => on_stderr(&buf[..k]),
             }
         }
+        if fds[2].revents != 0 {
+            return Ok(Drained::Closed);
+        }
     }
-    Ok(Drained::Closed)
+}
+
+/// The last `cap` bytes of a stream: memory stays bounded whatever a child prints.
+#[derive(Debug)]
+pub struct Tail {
+    buf: Vec<u8>,
+    cap: usize,
+}
+
+impl Tail {
+    pub fn new(cap: usize) -> Self {
+        Tail { buf: Vec::new(), cap }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        // Trim only past twice the cap, so each byte is moved at most once on average.
+        if self.buf.len() > 2 * self.cap {
+            self.buf.drain(..self.buf.len() - self.cap);
+        }
+    }
+
+    /// The stream's last `cap` bytes (all of it when shorter).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[self.buf.len().saturating_sub(self.cap)..]
+    }
+}
+
+/// What [`run_in_own_group`] saw.
+#[derive(Debug)]
+pub struct GroupOutput {
+    /// The command's exit status; `None` when the deadline came first (it was killed).
+    pub status: Option<ExitStatus>,
+    pub stdout: Tail,
+    pub stderr: Tail,
+}
+
+/// Runs `cmd` (stdin from /dev/null) as the leader of a new session: its own process group,
+/// no controlling terminal (as in CI), killed when we die. Reads stdout and stderr with `poll()`,
+/// keeping the last `cap` bytes of each, until the command exits or `limit` passes. Then
+/// everything still in its group — background jobs it started, or the command itself at the
+/// deadline — gets SIGKILL, and the output already written is read. Processes that started a
+/// session of their own (daemons) are not in the group and are left alone.
+///
+/// The group is killed before the leader is reaped: until then the group id (the leader's pid)
+/// cannot have been reused by an unrelated process. Without pidfd_open (Linux < 5.3) the end of
+/// both outputs stands for the exit.
+pub fn run_in_own_group(cmd: &mut Command, limit: Duration, cap: usize) -> std::io::Result<GroupOutput> {
+    let end = Instant::now() + limit;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    die_with_parent(cmd);
+    // SAFETY: setsid is async-signal-safe; a just-forked child never leads a group, so it works.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+    }
+    let mut leader = GroupLeader(Some(cmd.spawn()?));
+    let child = leader.0.as_mut().expect("just spawned");
+    let (mut out, mut err) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let exit = pidfd_open(child.id()).ok();
+    let (mut stdout, mut stderr) = (Tail::new(cap), Tail::new(cap));
+    let until = exit.as_ref().map_or(Until::Closed, |fd| Until::ExitOf(fd.as_raw_fd()));
+    let ended = pump(
+        &mut out,
+        &mut err,
+        until,
+        end,
+        |b| {
+            stdout.push(b);
+            false
+        },
+        |b| stderr.push(b),
+    )?;
+    leader.kill_group();
+    // What the group wrote before it died is still in the pipes.
+    pump(
+        &mut out,
+        &mut err,
+        Until::Idle,
+        end.max(Instant::now() + Duration::from_millis(100)),
+        |b| {
+            stdout.push(b);
+            false
+        },
+        |b| stderr.push(b),
+    )?;
+    let status = leader.reap()?;
+    Ok(GroupOutput { status: (ended == Drained::Closed).then_some(status), stdout, stderr })
+}
+
+/// The leader of a process group we started. Dropped without [`GroupLeader::reap`] (an error
+/// path), it kills the group and reaps the leader too.
+struct GroupLeader(Option<Child>);
+
+impl GroupLeader {
+    /// SIGKILL to every process in the group. Only while the leader is unreaped (see above).
+    fn kill_group(&self) {
+        if let Some(child) = &self.0 {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+        }
+    }
+
+    fn reap(mut self) -> std::io::Result<ExitStatus> {
+        self.kill_group();
+        self.0.take().expect("reaped once").wait()
+    }
+}
+
+impl Drop for GroupLeader {
+    fn drop(&mut self) {
+        self.kill_group();
+        if let Some(mut child) = self.0.take() {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A descriptor that `poll()` reports readable once our child `pid` has exited (Linux ≥ 5.3).
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// A readable file descriptor (a child's pipe).
@@ -143,5 +304,83 @@ mod tests {
         let how = read_both(&mut out, &mut err, Duration::from_millis(200), |_| false, |_| {}).unwrap();
         assert_eq!(how, Drained::TimedOut);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Processes whose command line is exactly `args` and that do not exit within 5 s of the
+    /// call (SIGKILL takes effect asynchronously; a zombie's cmdline is empty).
+    fn running(args: &[&str]) -> Vec<i32> {
+        let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+        let end = Instant::now() + Duration::from_secs(5);
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+            .filter(|&pid| {
+                let Ok(fd) = pidfd_open(pid as u32) else { return false };
+                let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let ms = end.saturating_duration_since(Instant::now()).as_millis() as i32;
+                // SAFETY: one valid pollfd for the duration of the call.
+                let ready = unsafe { libc::poll(&mut p, 1, ms) };
+                ready == 0
+            })
+            .collect()
+    }
+
+    /// A `sleep` duration no other process uses, to find our own sleeps in /proc.
+    fn unique_seconds(test: u32) -> String {
+        format!("300.{}{test}", std::process::id())
+    }
+
+    #[test]
+    fn group_ends_with_its_leader_and_leftovers_are_killed() {
+        let secs = unique_seconds(1);
+        // One job keeps stdout open (the old way waited for it until the deadline), one does not.
+        let script = format!("sleep {secs} & (sleep {secs} >/dev/null 2>&1 &); echo done; echo oops >&2; exit 3");
+        let started = Instant::now();
+        let got = run_in_own_group(Command::new("sh").args(["-c", &script]), Duration::from_secs(20), 1024).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10), "waited for the jobs: {:?}", started.elapsed());
+        assert_eq!(got.status.and_then(|s| s.code()), Some(3));
+        assert_eq!((got.stdout.bytes(), got.stderr.bytes()), (&b"done\n"[..], &b"oops\n"[..]));
+        assert_eq!(running(&["sleep", &secs]), Vec::<i32>::new(), "background jobs survived");
+    }
+
+    #[test]
+    fn deadline_kills_the_whole_group() {
+        let secs = unique_seconds(2);
+        let script = format!("sleep {secs} & echo started; sleep {secs}");
+        let got = run_in_own_group(Command::new("sh").args(["-c", &script]), Duration::from_millis(500), 1024).unwrap();
+        assert!(got.status.is_none(), "the deadline came first");
+        assert_eq!(got.stdout.bytes(), b"started\n", "output before the deadline is kept");
+        assert_eq!(running(&["sleep", &secs]), Vec::<i32>::new(), "the group survived its deadline");
+    }
+
+    #[test]
+    fn output_is_capped_to_its_tail() {
+        let script = "head -c 30000000 /dev/zero; echo; echo last line";
+        let got = run_in_own_group(Command::new("sh").args(["-c", script]), Duration::from_secs(30), 4096).unwrap();
+        assert!(got.status.is_some_and(|s| s.success()));
+        let kept = got.stdout.bytes();
+        assert_eq!(kept.len(), 4096);
+        assert!(kept.ends_with(b"\nlast line\n"));
+        let mut tail = Tail::new(3);
+        for chunk in [&b"ab"[..], b"cdefgh", b"", b"i"] {
+            tail.push(chunk);
+            assert!(tail.buf.len() <= 2 * 3 + chunk.len());
+        }
+        assert_eq!(tail.bytes(), b"ghi");
+    }
+
+    #[test]
+    fn the_group_has_no_terminal_and_leads_its_session() {
+        let got = run_in_own_group(
+            Command::new("sh").args(["-c", "ps -o pid=,pgid=,sid= -p $$; true </dev/tty || echo no tty"]),
+            Duration::from_secs(10),
+            1024,
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(got.stdout.bytes()).into_owned();
+        let ids: Vec<&str> = text.split_whitespace().take(3).collect();
+        assert!(ids.len() == 3 && ids[0] == ids[1] && ids[1] == ids[2], "pid = pgid = sid expected: {text}");
+        assert!(text.contains("no tty"), "{text}");
     }
 }

@@ -9,6 +9,7 @@ use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::checks;
 use crate::vm::login::{self, Credentials};
+use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
 use crate::vm::record::{Image, Record};
@@ -29,8 +30,9 @@ pub struct Args {
     /// Boot this ISO file
     #[arg(long, value_name = "PATH", conflicts_with = "image")]
     pub iso: Option<Utf8PathBuf>,
-    /// Boot the fixture ISO, optionally a fault variant (`fixture:kernel-panic`); built if needed
-    #[arg(long, value_name = "fixture[:FAULT]")]
+    /// Boot a fixture ISO: `fixture` (busybox) or `fixture-systemd` (real systemd), optionally a
+    /// fault variant (`fixture:kernel-panic`, `fixture-systemd:unit-deadlock`); built if needed
+    #[arg(long, value_name = "fixture[-systemd][:FAULT]")]
     pub image: Option<String>,
     /// With neither --iso nor --image: boot the last `build-image` result instead of building
     #[arg(long)]
@@ -51,7 +53,7 @@ pub struct Args {
     /// Leave QEMU running at the end and print how to attach to its serial console and QMP
     #[arg(long)]
     pub keep: bool,
-    /// Do not read the ISO's boot configuration before booting
+    /// Do not check the ISO's El Torito boot entry and boot configuration before booting
     #[arg(long)]
     pub skip_preflight: bool,
     /// File serial log and report under docs/ afterwards (`cargo xtask archive-logs`)
@@ -122,7 +124,7 @@ pub fn run(args: Args) -> Result<u8> {
     let started_at = jiff::Timestamp::now();
     // Not being able to record is the host's problem (exit 3), named with path and OS error.
     let dir = match &args.run_dir {
-        Some(d) => std::fs::create_dir_all(d)
+        Some(d) => project::private_run_dir(d)
             .and_then(|()| d.canonicalize_utf8())
             .map_err(|e| exit::infra(format!("cannot create the run directory {d}: {e}")))?,
         None => {
@@ -244,23 +246,24 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     } else {
         let pf = crate::vm::preflight::check_iso(&iso).map_err(|e| infra("image-missing", e))?;
         for p in &pf.problems {
-            let level = if p.fail { "FAIL" } else { "warning" };
+            let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
             rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
             rec.findings.push(Finding::new(p.finding, 0, &p.message).with_source(Source::Harness));
         }
-        if let Some(p) = pf.problems.iter().find(|p| p.fail) {
-            return Err(Failure::fail(
-                Phase::Bootloader,
-                p.finding,
-                format!(
-                    "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
-                    p.message, p.fix
-                ),
-            ));
+        if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
+            let detail = format!(
+                "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
+                p.message, p.fix
+            );
+            return Err(match p.level {
+                Level::Infra => Failure::infra(Phase::Bootloader, p.finding, detail),
+                _ => Failure::fail(Phase::Bootloader, p.finding, detail),
+            });
         }
         progress.note(&format!(
-            "preflight ok: {} default entry: {}",
+            "preflight ok: {}; {} default entry: {}",
+            pf.boot.as_deref().unwrap_or("?"),
             pf.config.as_deref().unwrap_or("?"),
             pf.cmdline.as_deref().unwrap_or("?")
         ));
@@ -282,7 +285,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
 
     // QEMU.
     let binary = qemu::locate().map_err(|e| infra("qemu-start-failed", e))?;
-    let memory = args.memory.unwrap_or(if rec.image.source == "fixture" { 1024 } else { 2048 });
+    let memory = args.memory.unwrap_or(if rec.image.source.starts_with("fixture") { 1024 } else { 2048 });
     let disk = rec.dir.join("disk.qcow2");
     let mut scratch = Scratch::default();
     scratch.files.push(disk.clone());
@@ -311,6 +314,8 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         memory_mib: memory,
         cpus: args.cpus,
         ssh_port: Some(spec.ssh_port),
+        serial_socket: Some(spec.serial_sock.to_string()),
+        qmp_socket: Some(spec.qmp_sock.to_string()),
         ..Default::default()
     };
     let listener = serial::listen(&spec.serial_sock).map_err(|e| infra("qemu-start-failed", e))?;
@@ -388,8 +393,11 @@ fn session(
         },
     )?;
     let serial_progress = std::mem::replace(progress, Progress::silent());
-    let serial = Serial::new(stream, &rec.dir, serial_progress)
+    let mut serial = Serial::new(stream, &rec.dir, serial_progress)
         .map_err(|e| Failure::infra(Phase::Qemu, "harness-error", format!("{e:#}")))?;
+    // A quiet guest may be one QEMU paused on a full disk: ask before calling it hung.
+    let qmp_sock = vm.qmp_sock().to_path_buf();
+    serial.on_quiet(Box::new(move || qemu::io_error_pause(&qmp_sock)));
     let mut guest = Guest::new(serial, transcript);
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
     guest.transcript.log(&format!("QEMU pid {} started: {}", vm.pid, rec.qemu.command.join(" ")));
@@ -501,10 +509,14 @@ fn choose_image(args: &Args, progress: &mut Progress) -> Result<Image> {
         return image(iso.canonicalize_utf8()?, "iso", None);
     }
     if let Some(spec) = &args.image {
-        let fault = parse_image(spec)?;
-        progress.note(&format!("building fixture ISO{} …", fault.map_or(String::new(), |f| format!(" ({f})"))));
-        let iso = crate::fixture::build(fault)?;
-        return image(iso, "fixture", fault.map(|f| f.name().to_string()));
+        let (flavor, fault) = parse_image(spec)?;
+        progress.note(&format!(
+            "building {} ISO{} …",
+            flavor.image_name(),
+            fault.map_or(String::new(), |f| format!(" ({f})"))
+        ));
+        let iso = crate::fixture::build_variant(flavor, fault)?;
+        return image(iso, flavor.image_name(), fault.map(|f| f.name().to_string()));
     }
     let built = if args.no_build {
         crate::build_image::last_build()?.ok_or_else(|| {
@@ -537,16 +549,25 @@ fn image(iso: Utf8PathBuf, source: &str, fault: Option<String>) -> Result<Image>
     })
 }
 
-/// `fixture` or `fixture:FAULT` → the fault variant (usage error otherwise).
-fn parse_image(image: &str) -> Result<Option<crate::fixture::Fault>> {
+/// `fixture[-systemd]` or `fixture[-systemd]:FAULT` → flavour and fault variant (usage error
+/// otherwise, also for a fault the flavour does not have).
+pub fn parse_image(image: &str) -> Result<(crate::fixture::Flavor, Option<crate::fixture::Fault>)> {
+    use crate::fixture::Flavor;
     let (kind, fault) = match image.split_once(':') {
         Some((k, f)) => (k, Some(f)),
         None => (image, None),
     };
-    if kind != "fixture" {
-        return Err(exit::usage(format!("--image {image}: expected `fixture` or `fixture:FAULT`")));
+    let Some(flavor) = [Flavor::Busybox, Flavor::Systemd].into_iter().find(|f| f.image_name() == kind) else {
+        return Err(exit::usage(format!(
+            "--image {image}: expected `fixture`, `fixture-systemd`, `fixture:FAULT` or `fixture-systemd:FAULT`"
+        )));
+    };
+    let fault = fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()?;
+    if let Some(f) = fault.filter(|f| !flavor.faults().contains(f)) {
+        let names: Vec<&str> = flavor.faults().iter().map(|f| f.name()).collect();
+        return Err(exit::usage(format!("--image {image}: {kind} has no fault `{f}`; it has: {}", names.join(", "))));
     }
-    fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()
+    Ok((flavor, fault))
 }
 
 fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
@@ -576,11 +597,11 @@ fn emit(text: &str) {
 
 fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
     let mut out = String::new();
-    say!(out, "QEMU left running (--keep), pid {}. Attach (socat: `apt-get install socat`):", vm.pid);
-    say!(out, "  serial console: socat -,rawer,escape=0x1d UNIX-LISTEN:{}   (QEMU reconnects within 1 s; press Enter; Ctrl-] quits)", spec.serial_sock);
-    say!(out, "  QMP:            socat - UNIX-CONNECT:{}", spec.qmp_sock);
+    say!(out, "QEMU left running (--keep), pid {}.", vm.pid);
+    say!(out, "  serial console: cargo xtask attach {dir}   (Ctrl-] detaches, the VM keeps running)");
+    say!(out, "  power it off:   cargo xtask attach --stop {dir}");
+    say!(out, "  QMP socket:     {}", spec.qmp_sock);
     say!(out, "  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
-    say!(out, "  stop it:        kill {}   (then remove {}/disk.qcow2)", vm.pid, dir);
     emit(&out);
 }
 

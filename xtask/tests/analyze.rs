@@ -546,3 +546,114 @@ fn text_output_names_source_and_subject() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: auto, serial, journal, screen"));
 }
+
+/// How a bounded `xtask` run ended.
+struct Bounded {
+    /// None when it had to be killed at the deadline.
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Address space that is a mere safety net: an unbounded analyze reads /dev/zero until the
+/// machine runs out of memory.
+const SAFETY_NET: u64 = 1 << 30;
+
+/// Runs `xtask ARGS` with `input` on its stdin, its address space capped at `address_space`
+/// bytes (RLIMIT_AS: a hard bound on all the memory it can map, unlike a peak RSS, which after
+/// fork() + exec() also counts the test process's own pages), and killed after 60 s (a FIFO
+/// used to block analyze forever).
+fn run_bounded(args: &[&str], input: Option<Vec<u8>>, address_space: u64) -> Bounded {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut cmd = common::xtask();
+    cmd.args(args).stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: address_space, rlim_max: address_space };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("xtask starts");
+    let pid = child.id() as libc::pid_t;
+    // A closed pipe (analyze refused the input) just ends the writer.
+    let writer =
+        child.stdin.take().zip(input).map(|(mut stdin, bytes)| std::thread::spawn(move || stdin.write_all(&bytes)));
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            r.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait().unwrap()).unwrap());
+    let status = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| {
+        // SAFETY: a plain kill(2) of our child, not reaped yet (wait() has not returned).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        rx.recv().unwrap()
+    });
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    Bounded { code: status.code(), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+#[test]
+fn devices_and_fifos_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("serial.log");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // /dev/zero never ends, a FIFO blocks until a writer comes; a run directory's serial.log too.
+    for target in [std::path::Path::new("/dev/zero"), &fifo, dir.path()] {
+        let out = run_bounded(&["analyze", target.to_str().unwrap()], None, SAFETY_NET);
+        assert_eq!(out.code, Some(3), "{}: {}", target.display(), out.stderr);
+        assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+        assert!(out.stderr.contains("analyze - <"), "names the way to read a stream: {}", out.stderr);
+    }
+}
+
+#[test]
+fn dash_reads_stdin_like_a_file() {
+    let path = data("fixture-healthy.log");
+    let (code, from_file) = analyze_json(&path);
+    let raw = std::fs::read(&path).unwrap();
+    let out = run_bounded(&["analyze", "-", "--json"], Some(raw), SAFETY_NET);
+    assert_eq!(out.code, Some(code), "{}", out.stderr);
+    let from_stdin: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(from_stdin["file"], "-");
+    for key in ["phase", "lines", "timeline", "findings", "failed"] {
+        assert_eq!(from_stdin[key], from_file[key], "{key}");
+    }
+}
+
+/// Memory the analyzer may map, whatever the input: the debug binary runs in 16 MiB.
+const BOUND: u64 = 64 << 20;
+
+#[test]
+fn memory_is_bounded_whatever_the_input_size() {
+    // 128 MiB of (sparse) zero bytes: a regular file twice the bound, nothing written to disk.
+    let dir = tempfile::tempdir().unwrap();
+    let sparse = dir.path().join("sparse.log");
+    std::fs::File::create(&sparse).unwrap().set_len(2 * BOUND).unwrap();
+    let out = run_bounded(&["analyze", sparse.to_str().unwrap(), "--json"], None, BOUND);
+    assert_eq!(out.code, Some(0), "a 128 MiB file within 64 MiB of memory: {}", out.stderr);
+
+    // Through stdin: recorded boots, then a 16 MB line without a newline, then a prompt.
+    let boot = std::fs::read(data("fixture-healthy.log")).unwrap();
+    let mut stream = boot.repeat(100);
+    stream.extend(std::iter::repeat_n(b'x', 16 << 20));
+    stream.extend_from_slice(b"\r\n[root@nixos:~]# ");
+    let out = run_bounded(&["analyze", "-", "--json"], Some(stream), BOUND);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let json: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["phase"], "poweroff", "{json}");
+}

@@ -86,7 +86,10 @@ fn archive_twice_keeps_one_copy_and_says_nothing_changed() {
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&first.stderr));
     assert!(stdout.contains("created"), "{stdout}");
-    assert!(stdout.contains("redacted 1 private key block(s) and 1 token-looking line(s)"), "{stdout}");
+    assert!(
+        stdout.contains("redacted 2 span(s): 1 private key block(s) (3 lines) and 1 token-looking line(s)"),
+        "{stdout}"
+    );
     assert_eq!(listing(&docs.join("boot-logs")), [format!("{STAMP}-serial.log")]);
     assert_eq!(
         listing(&docs.join("test-reports")),
@@ -157,7 +160,7 @@ fn cleaned_logs_have_no_escapes_and_keep_all_text() {
     let transcript =
         fs::read_to_string(docs.join("test-reports").join(format!("{STAMP}-boot-image-vm-test.log"))).unwrap();
     assert!(!transcript.contains("b3BlbnNzaC1rZXkt") && !transcript.contains("ghp_"), "{transcript}");
-    assert!(transcript.contains("[archive-logs: private key block redacted]\n"));
+    assert!(transcript.contains("[archive-logs: private key block redacted: 3 line(s), BEGIN to END]\n"));
     assert!(transcript.contains("$ id -u\n0\n") && transcript.ends_with("poweroff\n"));
 }
 
@@ -310,4 +313,158 @@ fn the_ledger_keeps_the_first_line_of_a_run() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("its line is kept as first written"), "{stdout}");
     assert_eq!(fs::read_to_string(&ledger).unwrap(), edited);
+}
+
+/// Every file archive-logs wrote, as text.
+fn all_text(docs: &Path) -> String {
+    contents(docs).into_iter().map(|(name, bytes)| format!("== {name}\n{}", String::from_utf8_lossy(&bytes))).collect()
+}
+
+#[test]
+fn secrets_in_every_shape_stay_out_of_docs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "pass");
+    // Each secret carries a `LEAK` word so the test can look for any of it in docs/.
+    let serial = "\
+[root@nixos:~]# cat /root/.ssh/id_rsa\r
+-----BEGIN RSA PRIVATE KEY-----\r
+MIIEowIBAAKCAQEAxLEAK1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r
+[   12.345678] random: crng init done\r
+LEAK2yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy\r
+-----END RSA PRIVATE KEY-----\r
+[root@nixos:~]# cat > /root/key <<EOF\r
+> -----BEGIN OPENSSH PRIVATE KEY-----\r
+> b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQLEAK3zzzzzzzzzzzzzzzzzzzzzzzzzz\r
+> AAAAC3NzaC1lZDI1NTE5AAAAIFLEAK4wwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwww\r
+> -----END OPENSSH PRIVATE KEY-----\r
+> EOF\r
+q1x1|-----BEGIN EC PRIVATE KEY-----\r
+q1x1|MHcCAQEEIBLEAK5vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\r
+q1x1|-----END EC PRIVATE KEY-----\r
+AWS_SECRET_ACCESS_KEY=LEAK6wJalrXUtnFEMIK7MDENGbPxRfiCY\r
+aws_secret_access_key = LEAK7wJalrXUtnFEMIK7MDENGbPxRfiCY\r
+DB_PASSWORD=LEAK8hunter2\r
+NPM_TOKEN=LEAK9npm0123456789abcdef\r
+CI_JOB_TOKEN=LEAK10glcbt0123456789abcdef\r
+[root@nixos:~]# id -u\r
+0\r
+[   42.100000] reboot: Power down\r
+";
+    fs::write(run.join("serial.log"), serial).unwrap();
+    let out = archive(&run, &docs, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let all = all_text(&docs);
+    assert!(!all.contains("LEAK"), "a secret reached docs/:\n{all}");
+    // What is not secret is kept, and the summary counts the spans (3 key blocks and 5
+    // token lines in the serial log, 1 and 1 in the transcript).
+    let log = fs::read_to_string(docs.join("boot-logs").join(format!("{STAMP}-serial.log"))).unwrap();
+    assert!(log.contains("[root@nixos:~]# cat /root/.ssh/id_rsa\n"), "{log}");
+    assert!(log.contains("\n> EOF\n") && log.contains("\n[root@nixos:~]# id -u\n0\n"), "{log}");
+    assert_eq!(log.matches("[archive-logs: private key block redacted: ").count(), 3, "{log}");
+    assert!(stdout.contains("redacted 10 span(s): 4 private key block(s)"), "{stdout}");
+    assert!(stdout.contains("and 6 token-looking line(s)"), "{stdout}");
+}
+
+#[test]
+fn concurrent_archivers_lose_no_ledger_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    const ROUNDS: usize = 5;
+    const AT_ONCE: usize = 4;
+    let mut stamps = Vec::new();
+    for round in 0..ROUNDS {
+        // AT_ONCE runs archived at the same moment into the same docs/.
+        let batch: Vec<String> = (0..AT_ONCE).map(|i| format!("2026-11-25T18-{round:02}-{i:02}Z")).collect();
+        let children: Vec<_> = batch
+            .iter()
+            .map(|stamp| {
+                let run = make_run(&runs, stamp, "pass");
+                common::xtask()
+                    .args(["archive-logs", run.to_str().unwrap(), "--docs-dir", docs.to_str().unwrap()])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        stamps.extend(batch);
+    }
+    let ledger = fs::read_to_string(docs.join("test-reports/ledger.jsonl")).unwrap();
+    let mut runs_in_ledger: Vec<String> = ledger
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["run"].as_str().unwrap().to_string())
+        .collect();
+    runs_in_ledger.sort();
+    assert_eq!(runs_in_ledger, stamps, "every archived run has exactly one ledger line");
+    let index = fs::read_to_string(docs.join("test-reports/README.md")).unwrap();
+    for stamp in &stamps {
+        assert!(index.contains(&format!("| {stamp} |")), "{stamp} missing from the index:\n{index}");
+    }
+}
+
+#[test]
+fn hostile_metadata_cannot_inject_into_the_index_or_bloat_the_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let run = make_run(&runs, STAMP, "fail");
+    let mut meta: Value = serde_json::from_str(&fs::read_to_string(run.join("metadata.json")).unwrap()).unwrap();
+    meta["outcome"] = "fail\n\n## Injected heading\n<img src=x onerror=alert(1)>".into();
+    meta["verdict"]["finding"] = "a|b\r\n| forged | row |".into();
+    meta["qemu"]["accel"] = "x".repeat(5 * 1024 * 1024).into();
+    meta["qemu"]["version"] = "<script>alert(1)</script>".into();
+    meta["image"]["fault"] = "`](javascript:alert(1))".into();
+    meta["finished_at"] = serde_json::json!({"nested": ["y".repeat(100_000)]});
+    meta["findings"] = (0..10_000).map(|i| serde_json::json!({"id": format!("id-{i}")})).collect();
+    fs::write(run.join("metadata.json"), serde_json::to_string(&meta).unwrap()).unwrap();
+
+    let out = archive(&run, &docs, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ledger = fs::read_to_string(docs.join("test-reports/ledger.jsonl")).unwrap();
+    assert_eq!(ledger.lines().count(), 1);
+    assert!(ledger.len() < 16 * 1024, "ledger line is {} bytes", ledger.len());
+    let index = fs::read_to_string(docs.join("test-reports/README.md")).unwrap();
+    assert!(index.len() < 16 * 1024, "index is {} bytes", index.len());
+    assert!(!index.contains("<img") && !index.contains("<script"), "{index}");
+    assert!(!index.lines().any(|l| l.starts_with("## Injected") || l.starts_with("| forged")), "{index}");
+    // The runs table: a header, a separator and one row, each with the same 10 cell borders.
+    let table: Vec<&str> = index.lines().skip_while(|l| !l.starts_with("| Run (UTC)")).collect();
+    assert_eq!(table.len(), 3, "{index}");
+    for row in table {
+        let borders = row.char_indices().filter(|&(i, c)| c == '|' && !row[..i].ends_with('\\')).count();
+        assert_eq!(borders, 10, "{row}");
+    }
+}
+
+#[test]
+fn symlinks_and_special_files_in_a_run_dir_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (runs, docs) = (tmp.path().join("runs"), tmp.path().join("docs"));
+    let outside = tmp.path().join("shadow");
+    fs::write(&outside, "root:$y$j9T$OUTSIDE-SECRET:19000:0:99999:7:::\n").unwrap();
+    for name in ["serial.log", "transcript.log", "report.md", "metadata.json"] {
+        let run = make_run(&runs, STAMP, "pass");
+        fs::remove_file(run.join(name)).unwrap();
+        std::os::unix::fs::symlink(&outside, run.join(name)).unwrap();
+        let out = archive(&run, &docs, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{name}: {err}");
+        assert!(err.contains(name) && err.contains("symbolic link"), "{name}: {err}");
+        assert!(!docs.exists(), "{name}: nothing written:\n{}", all_text(&docs));
+        fs::remove_dir_all(&run).unwrap();
+    }
+    // A FIFO would block the archiver forever.
+    let run = make_run(&runs, STAMP, "pass");
+    fs::remove_file(run.join("serial.log")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(run.join("serial.log")).status().unwrap().success());
+    let out = archive(&run, &docs, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("serial.log") && err.contains("not a regular file"), "{err}");
+    assert!(!docs.exists());
 }

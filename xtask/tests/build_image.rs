@@ -701,8 +701,11 @@ fn boot_image_module_evaluates_to_the_intended_configuration() {
     }
 
     // The announcer: prints the line, and passes shellcheck.
-    let announce = m["systemd"]["services"]["announce-lan-ip"]["serviceConfig"]["ExecStart"].as_str().unwrap();
+    // (The same script as the systemd fixture's unit runs.)
+    let exec = m["systemd"]["services"]["announce-lan-ip"]["serviceConfig"]["ExecStart"].as_str().unwrap();
+    let announce = exec.split_whitespace().last().unwrap();
     let text = std::fs::read_to_string(announce).unwrap();
+    assert_eq!(text, std::fs::read_to_string(repo_root().join("scripts/announce-lan-ip.sh")).unwrap());
     assert!(text.contains(r#"echo "LAN IPv4 address: $ip""#), "{text}");
     assert!(!text.contains("systemctl"), "{text}");
     if require_tools("announce shellcheck", &["shellcheck"]) {

@@ -355,3 +355,137 @@ fn nix_setup_script_is_idempotent_and_enables_flakes() {
     assert!(second.contains("nixbld group and 10 build users present"), "{second}");
     assert_eq!(check(&after, "nix-build")["status"], "ok", "{:?}", check(&after, "nix-build"));
 }
+
+/// Processes whose command line is exactly `args` (NUL-separated in /proc/PID/cmdline) and
+/// that do not exit within 5 s (a SIGKILL takes effect asynchronously; zombies have no cmdline).
+fn processes_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let end = Instant::now() + std::time::Duration::from_secs(5);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .filter(|&pid| {
+            // SAFETY: pidfd_open(2) returns a new descriptor (closed below) or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+            if fd < 0 {
+                return false; // gone already
+            }
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let ms = end.saturating_duration_since(Instant::now()).as_millis() as i32;
+            // SAFETY: one valid pollfd during the call; fd is ours to close.
+            let ready = unsafe { libc::poll(&mut p, 1, ms) };
+            unsafe { libc::close(fd) };
+            ready == 0
+        })
+        .collect()
+}
+
+/// Runs doctor --json and returns its output and the peak RSS (KiB) of it and everything it
+/// waited for. PATH holds only bash and id: the QEMU probes are skipped (their RSS would hide
+/// doctor's own), the login probe still runs.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also reports the peak RSS
+fn doctor_peak_rss(home: &Home) -> (Output, i64) {
+    let bin = home.path.join("only-bash");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["bash", "id"] {
+        let _ = std::os::unix::fs::symlink(which::which(tool).unwrap(), bin.join(tool));
+    }
+    let mut child = xtask()
+        .args(["doctor", "--json"])
+        .env("HOME", &home.path)
+        .env("PATH", &bin)
+        .env_remove("USER")
+        .env_remove("VIRTUAL_ENV")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_end(&mut stderr).unwrap();
+    let mut status = 0;
+    // SAFETY: plain out-parameters; the child is ours and not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
+    use std::os::unix::process::ExitStatusExt;
+    (Output { status: std::process::ExitStatus::from_raw(status), stdout, stderr }, usage.ru_maxrss)
+}
+
+#[test]
+fn login_probe_leaves_nothing_running_and_keeps_little_output() {
+    let Some(home) = nix_home("login_probe_leaves_nothing_running_and_keeps_little_output") else { return };
+    assert_eq!(doctor(&home, &["--fix"]).status.code(), Some(0));
+    // A profile that starts background jobs (one keeps the probe's stdout open, one does not)
+    // and prints 100 MB before the probe's own lines.
+    let seconds = format!("300.{}", std::process::id());
+    let mut profile = std::fs::read(home.profile()).unwrap();
+    profile.extend_from_slice(
+        format!("sleep {seconds} &\n(sleep {seconds} >/dev/null 2>&1 &)\nhead -c 100000000 /dev/zero; echo\n")
+            .as_bytes(),
+    );
+    std::fs::write(home.profile(), profile).unwrap();
+    let t = Instant::now();
+    let (out, peak_kib) = doctor_peak_rss(&home);
+    let took = t.elapsed();
+    let left = processes_running(&["sleep", &seconds]);
+    for pid in &left {
+        // SAFETY: kill(2) on processes this test started (their command line carries its tag).
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    eprintln!("doctor took {:.2}s, peak RSS {} KiB, left running: {left:?}", took.as_secs_f64(), peak_kib);
+    let all = checks(&out);
+    let guard = check(&all, "user-guard");
+    assert!(left.is_empty(), "the probe left the profile's background jobs running: {left:?}");
+    assert_eq!(guard["status"], "ok", "the probe ends with bash, not with the jobs it left: {guard}");
+    assert!(peak_kib < 64 * 1024, "doctor kept the profile's 100 MB of output: peak RSS {peak_kib} KiB");
+}
+
+#[test]
+fn lines_added_inside_the_block_survive_fix_and_revert() {
+    let Some(home) = nix_home("lines_added_inside_the_block_survive_fix_and_revert") else { return };
+    let original = String::from_utf8(std::fs::read(home.profile()).unwrap()).unwrap();
+    assert_eq!(doctor(&home, &["--fix"]).status.code(), Some(0));
+    let guard = r#"export USER="${USER:-$(id -un)}""#;
+    let fixed = String::from_utf8(std::fs::read(home.profile()).unwrap()).unwrap();
+    let with_mine = fixed.replace(&format!("{guard}\n"), &format!("{guard}\nexport MINE=1\n"));
+    assert_ne!(with_mine, fixed);
+    let mine_line = with_mine.lines().position(|l| l == "export MINE=1").unwrap() + 1;
+
+    // --revert keeps the line where the block was and names it.
+    std::fs::write(home.profile(), &with_mine).unwrap();
+    let out = doctor(&home, &["--revert"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains(&format!(
+            "kept 1 line you had added inside it, where the block was: line {mine_line} `export MINE=1`"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let installer = original.lines().position(|l| l.ends_with("# added by Nix installer")).unwrap();
+    let mut expect: Vec<&str> = original.lines().collect();
+    expect.insert(installer, "export MINE=1");
+    assert_eq!(std::fs::read_to_string(home.profile()).unwrap(), format!("{}\n", expect.join("\n")));
+
+    // --fix moves it below the block, says so, and the profile still works.
+    std::fs::write(home.profile(), &with_mine).unwrap();
+    let out = doctor(&home, &["--fix"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains(&format!(
+            "moved 1 line you had added inside the block to right below it: line {mine_line} `export MINE=1`"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let moved = std::fs::read_to_string(home.profile()).unwrap();
+    assert!(moved.contains("<<< nixos-boot-iso: nix USER guard <<<\nexport MINE=1\nif [ -e "), "{moved}");
+    let (path, _) = login_without_user(&home);
+    assert!(path.contains(&home.bin()), "{path:?}");
+    assert!(stdout(&doctor(&home, &["--fix"])).contains("nothing changed"));
+}

@@ -53,7 +53,7 @@ fn shell_scripts_pass_shellcheck() {
     }
     let root = common::repo_root();
     let mut files: Vec<PathBuf> = Vec::new();
-    for dir in ["scripts", "scripts/fixture"] {
+    for dir in ["scripts", "scripts/fixture", "scripts/fixture/systemd", "scripts/fixture/systemd/faults"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
             let is_shell = path.extension().is_some_and(|e| e == "sh")
@@ -99,6 +99,91 @@ fn unknown_fault_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("kernel-panic"), "the message lists the known faults: {stderr}");
+}
+
+/// `--out` naming the cached ISO used to truncate it to 0 bytes (a copy onto itself), and the
+/// cache check, which looked at the inputs only, then called it up to date forever.
+#[test]
+fn out_into_the_cache_is_refused_and_a_damaged_cache_is_rebuilt() {
+    if !common::require_tools("out_into_the_cache_is_refused", BUILD_TOOLS) {
+        return;
+    }
+    let _vm = vm_lock();
+    let iso = build(None);
+    let good = std::fs::read(&iso).unwrap();
+    let root = common::repo_root();
+    let spellings = [
+        iso.clone(),
+        root.join("target/fixture/cache/../nixos-fixture.iso"),
+        PathBuf::from("target/fixture/nixos-fixture.iso"),
+        PathBuf::from("target/fixture/nixos-fixture-kernel-panic.iso"),
+    ];
+    for out in spellings {
+        let run = common::xtask().current_dir(&root).arg("fixture").arg("--out").arg(&out).output().unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "--out {}: {stderr}", out.display());
+        assert!(stderr.contains("fixture cache") && stderr.contains("--out"), "{stderr}");
+        assert!(std::fs::read(&iso).unwrap() == good, "--out {} changed the cached ISO", out.display());
+    }
+
+    // The cached ISO no longer matches the size and hash its manifest recorded: not a hit.
+    let truncate = |bytes: &mut Vec<u8>| bytes.clear();
+    let flip_one_byte = |bytes: &mut Vec<u8>| {
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+    };
+    for damage in [&truncate as &dyn Fn(&mut Vec<u8>), &flip_one_byte] {
+        let mut bytes = good.clone();
+        damage(&mut bytes);
+        std::fs::write(&iso, &bytes).unwrap();
+        let out = common::run_xtask(&["fixture"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("fixture: built:") && !stdout.contains("cache hit"), "{stdout}");
+        assert_eq!(std::fs::metadata(&iso).unwrap().len(), good.len() as u64);
+        let again = String::from_utf8_lossy(&common::run_xtask(&["fixture"]).stdout).into_owned();
+        assert!(again.contains("cache hit"), "{again}");
+    }
+}
+
+/// A full filesystem under `--out`: exit 3 naming the path and the cause; an older file of
+/// that name is left as it was and no partial copy or temporary file stays behind.
+#[test]
+fn out_on_a_full_filesystem_leaves_the_old_file_and_nothing_partial() {
+    if !common::require_tools("out_on_a_full_filesystem", BUILD_TOOLS) {
+        return;
+    }
+    let Some(fs) = common::Tmpfs::mount("out_on_a_full_filesystem", "4m") else { return };
+    let _vm = vm_lock();
+    build(None);
+    let old = fs.path().join("fixture.iso");
+    std::fs::write(&old, "an older copy").unwrap();
+    for out in [old.clone(), fs.path().join("new.iso")] {
+        let run = common::run_xtask(&["fixture", "--out", out.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains(out.to_str().unwrap()) && stderr.contains("No space left on device"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "an older copy");
+    let left: Vec<_> = std::fs::read_dir(fs.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["fixture.iso"], "a partial copy or temporary file was left behind");
+}
+
+/// Missing parent directories of `--out` are created, and the output says so.
+#[test]
+fn out_into_missing_directories_says_it_created_them() {
+    if !common::require_tools("out_into_missing_directories", BUILD_TOOLS) {
+        return;
+    }
+    let _vm = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a/b/fixture.iso");
+    let run = common::run_xtask(&["fixture", "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    let created = format!("created the missing directory {}", dir.path().join("a/b").display());
+    assert!(stdout.contains(&created), "{stdout}");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), std::fs::metadata(build(None)).unwrap().len());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -224,6 +309,11 @@ struct Vm {
 impl Vm {
     /// `disk`: a raw image to attach as virtio disk, or None.
     fn boot(iso: &Path, disk: Option<&Path>, name: &str) -> Vm {
+        Vm::boot_with(iso, disk, name, &[])
+    }
+
+    /// `boot` with extra QEMU arguments (firmware, machine type).
+    fn boot_with(iso: &Path, disk: Option<&Path>, name: &str, extra: &[String]) -> Vm {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("serial.sock");
         let listener = UnixListener::bind(&sock).unwrap();
@@ -237,7 +327,8 @@ impl Vm {
             .args(["-boot", "d", "-chardev"])
             .arg(format!("socket,id=ser0,path={}", sock.display()))
             .args(["-serial", "chardev:ser0", "-device", "virtio-rng-pci"])
-            .args(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
+            .args(["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"])
+            .args(extra);
         if let Some(disk) = disk {
             cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw", disk.display()));
         }
@@ -391,7 +482,8 @@ fn blank_disk(dir: &Path) -> PathBuf {
 /// The NixOS prompt bytes: colour, OSC title inside the brackets.
 const USER_PROMPT: &str = r"\x1b\[1;32m\[\x1b\]0;nixos@nixos: ~\x07nixos@nixos:~\]\$\x1b\[0m ";
 const ROOT_PROMPT: &str = r"\x1b\[1;31m\[\x1b\]0;root@nixos: ~\x07root@nixos:~\]#\x1b\[0m ";
-const PROMPT_WITHIN: Duration = Duration::from_secs(60);
+/// From QEMU's start (the ISOLINUX countdown alone is 10 s, as on the NixOS ISO).
+const PROMPT_WITHIN: Duration = Duration::from_secs(90);
 
 fn vm_lock() -> std::sync::MutexGuard<'static, ()> {
     ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
@@ -410,8 +502,9 @@ fn default_fixture_boots_provisions_and_powers_off() {
     // First boot, blank disk: everything a NixOS installer shows, then LVM applied.
     let mut vm = Vm::boot(&iso, Some(&disk), "default-first");
     vm.expect(r"ISOLINUX 6\.\d+", Duration::from_secs(20));
-    vm.expect(r"Automatic boot in \x1b\[0;1;37;40m1\x1b\[0;37;40m second", Duration::from_secs(20));
-    vm.expect(r"Loading /boot/bzImage\.\.\. ok\r\nLoading /boot/initrd\.\.\.ok", Duration::from_secs(30));
+    // TIMEOUT 100, as on the NixOS ISO: a 10 s countdown.
+    vm.expect(r"Automatic boot in \x1b\[0;1;37;40m10\x1b\[0;37;40m seconds", Duration::from_secs(20));
+    vm.expect(r"Loading /boot/bzImage\.\.\. ok\r\nLoading /boot/initrd\.\.\.ok", Duration::from_secs(40));
     vm.expect(r"Linux version \S+ .*Debian", PROMPT_WITHIN);
     vm.expect(r"Kernel command line: .*console=tty0 console=ttyS0,115200", PROMPT_WITHIN);
     vm.expect(r"<<< NixOS Stage 1 >>>", PROMPT_WITHIN);
@@ -468,7 +561,7 @@ fn fault_no_serial_console_goes_silent_after_initrd() {
     }
     let _vm = vm_lock();
     let mut vm = Vm::boot(&build(Some("no-serial-console")), None, "no-serial-console");
-    vm.expect(r"Loading /boot/initrd\.\.\.ok\r\n", Duration::from_secs(30));
+    vm.expect(r"Loading /boot/initrd\.\.\.ok\r\n", Duration::from_secs(40));
     let at = vm.seen.len();
     vm.drain(Duration::from_secs(25));
     assert_eq!(vm.seen.len(), at, "serial was not silent: {:?}", String::from_utf8_lossy(&vm.seen[at..]));
@@ -481,7 +574,7 @@ fn fault_console_not_last_hides_init_output_from_serial() {
     }
     let _vm = vm_lock();
     let mut vm = Vm::boot(&build(Some("console-not-last")), None, "console-not-last");
-    vm.expect(r"Kernel command line: .*console=ttyS0,115200 console=tty0", PROMPT_WITHIN);
+    vm.expect(r"Kernel command line: .*console=ttyS0,115200n8 console=tty0", PROMPT_WITHIN);
     vm.expect(r"Run /init as init process", PROMPT_WITHIN);
     // systemd (and the fixture) still start a getty on every active console, ttyS0 included.
     vm.expect(r"nixos login: nixos \(automatic login\)", PROMPT_WITHIN);
@@ -610,4 +703,140 @@ fn fault_broadcast_interrupts_the_shell() {
         + during.matches("LAN IPv4 address").count()
         + during.matches("fixture: unsolicited kernel message").count();
     assert!(unsolicited >= 2, "only {unsolicited} unsolicited lines in 6 s:\n{during}");
+}
+
+// ---- The systemd flavour and UEFI ----
+
+const SYSTEMD_FAULTS: &[&str] = &[
+    "console-not-last",
+    "unit-deadlock",
+    "networkd-missing",
+    "emergency-mode",
+    "failed-unit",
+    "slow-start-job",
+    "no-serial-console",
+    "kernel-panic",
+    "sudo-password",
+    "storage-error",
+];
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Builds (or reuses) a systemd variant through the CLI; returns the ISO path and stdout.
+fn build_systemd(fault: Option<&str>) -> (PathBuf, String) {
+    let mut args = vec!["fixture", "--flavor", "systemd"];
+    if let Some(f) = fault {
+        args.extend(["--fault", f]);
+    }
+    let out = common::run_xtask(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "fixture {args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let name = fault.map_or("nixos-fixture-systemd.iso".to_string(), |f| format!("nixos-fixture-systemd-{f}.iso"));
+    let iso = common::repo_root().join("target/fixture").join(name);
+    assert!(iso.exists() && stdout.contains(iso.to_str().unwrap()), "{stdout}");
+    (iso, stdout)
+}
+
+#[test]
+fn systemd_flavour_builds_every_variant_and_verifies_its_cache() {
+    if !common::require_systemd_fixture("systemd_flavour_builds") {
+        return;
+    }
+    let _vm = vm_lock();
+    let (iso, _) = build_systemd(None);
+    for fault in SYSTEMD_FAULTS {
+        build_systemd(Some(fault));
+    }
+    let (_, again) = build_systemd(None);
+    assert!(again.contains("cache hit"), "{again}");
+    // The record of what was resolved sits next to the cached root file system.
+    let cache = common::repo_root().join("target/fixture/cache");
+    let rootfs = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("systemd-rootfs-"))
+        .expect("a cached systemd root file system");
+    let resolved = std::fs::read_to_string(rootfs.join("resolved.txt")).unwrap();
+    assert!(resolved.lines().any(|l| l.starts_with("systemd 252")), "{resolved}");
+    assert!(resolved.contains("# snapshot ") && resolved.contains("Date:"), "{resolved}");
+    // A damaged ISO fails the hash check and is rebuilt, not reused.
+    let good = std::fs::read(&iso).unwrap();
+    std::fs::OpenOptions::new().append(true).open(&iso).unwrap().write_all(b"damage").unwrap();
+    let (_, rebuilt) = build_systemd(None);
+    assert!(rebuilt.contains("built:") && !rebuilt.contains("cache hit"), "{rebuilt}");
+    assert_eq!(std::fs::read(&iso).unwrap().len(), good.len());
+}
+
+#[test]
+fn faults_belong_to_their_flavour() {
+    let out = common::run_xtask(&["fixture", "--fault", "unit-deadlock"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--flavor systemd"));
+    let out = common::run_xtask(&["fixture", "--flavor", "systemd", "--fault", "flood"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unit-deadlock") && stderr.contains("emergency-mode"), "{stderr}");
+}
+
+/// OVMF with a fresh copy of its variable store, on q35 (AHCI CD-ROM).
+fn uefi_args(dir: &Path) -> Vec<String> {
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).unwrap();
+    vec![
+        "-machine".into(),
+        "q35".into(),
+        "-drive".into(),
+        format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ]
+}
+
+#[test]
+fn systemd_fixture_boots_under_uefi_through_grub_and_refuses_a_users_poweroff() {
+    if !common::require_systemd_fixture("systemd_uefi") || !common::require_tools("systemd_uefi", VM_TOOLS) {
+        return;
+    }
+    assert!(Path::new(OVMF_CODE).exists(), "{OVMF_CODE} missing: run scripts/install-deps.sh (package ovmf)");
+    let _vm = vm_lock();
+    let (iso, _) = build_systemd(None);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path());
+    let mut vm = Vm::boot_with(&iso, Some(&disk), "systemd-uefi", &uefi_args(dir.path()));
+    let within = PROMPT_WITHIN + Duration::from_secs(60);
+    vm.expect(r"BdsDxe: starting Boot\d+ .*DVD-ROM", within);
+    vm.expect(r"GNU GRUB  version 2\.", within);
+    vm.expect(r"NixOS 25\.05\.fixture Installer", within);
+    vm.expect(r"<<< NixOS Stage 1 >>>", within);
+    vm.expect(r"Welcome to \x1b\[1mNixOS 25\.05\.fixture \(Warbler\)\x1b\[0m!", within);
+    vm.expect(r"\[\x1b\[0;32m  OK  \x1b\[0m\] Reached target .*Multi-User System", within);
+    vm.expect(r"nixos login: nixos \(automatic login\)", within);
+    vm.expect(USER_PROMPT, within);
+    // As on NixOS: a user on the serial console may not power the machine off.
+    vm.send("poweroff\r");
+    vm.expect(r"Call to PowerOff failed: Interactive authentication required\.", Duration::from_secs(30));
+    vm.expect(USER_PROMPT, Duration::from_secs(10));
+    let uid = vm.shell("sudo id -u");
+    assert_eq!(uid.trim(), "0", "{uid}");
+    vm.send("sudo poweroff\r");
+    vm.expect(r"reboot: Power down", Duration::from_secs(60));
+    assert!(vm.wait_exit(Duration::from_secs(15)), "QEMU did not exit after poweroff");
+}
+
+#[test]
+fn busybox_fixture_boots_under_uefi_through_grub() {
+    if !common::require_tools("busybox_uefi", VM_TOOLS) || !common::require_tools("busybox_uefi", &["grub-mkimage"]) {
+        return;
+    }
+    assert!(Path::new(OVMF_CODE).exists(), "{OVMF_CODE} missing: run scripts/install-deps.sh (package ovmf)");
+    let _vm = vm_lock();
+    let iso = build(None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = Vm::boot_with(&iso, None, "busybox-uefi", &uefi_args(dir.path()));
+    let within = PROMPT_WITHIN + Duration::from_secs(30);
+    vm.expect(r"GNU GRUB  version 2\.", within);
+    vm.expect(r"Linux version \S+ .*Debian", within);
+    vm.expect(r"Kernel command line: .*console=tty0 console=ttyS0,115200n8", within);
+    vm.expect(r"nixos login: nixos \(automatic login\)", within);
+    vm.expect(USER_PROMPT, within);
 }

@@ -32,7 +32,11 @@ struct Run {
 /// Runs `vm-test` with `args` in a fresh run directory and reads its metadata.json. The
 /// directory's name has a comma: QEMU option values (disk, sockets) must escape it.
 fn vm_test(args: &[&str]) -> Run {
-    let dir = tempfile::Builder::new().prefix("vmt,").tempdir_in(runs_dir()).unwrap().keep();
+    vm_test_in(tempfile::Builder::new().prefix("vmt,").tempdir_in(runs_dir()).unwrap().keep(), args)
+}
+
+/// Runs `vm-test` with `args` and `--run-dir dir`, and reads its metadata.json.
+fn vm_test_in(dir: PathBuf, args: &[&str]) -> Run {
     let started = Instant::now();
     let out = common::xtask()
         .arg("vm-test")
@@ -155,6 +159,56 @@ fn corrupt_iso_is_an_infrastructure_error_before_boot() {
     assert!(said.contains("rebuild it"), "{said}");
     assert_eq!(run.meta["outcome"], "infra");
     assert!(run.meta["qemu"]["pid"].is_null(), "QEMU must not start for a corrupt ISO");
+}
+
+/// An ISO with a healthy ISOLINUX config (ttyS0 last) but no El Torito boot record.
+fn iso_without_boot_record(dir: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("isolinux")).unwrap();
+    std::fs::write(
+        tree.join("isolinux/isolinux.cfg"),
+        "SERIAL 0 115200\nDEFAULT boot\nLABEL boot\nLINUX /boot/bzImage\nAPPEND console=tty0 console=ttyS0,115200\n",
+    )
+    .unwrap();
+    let iso = dir.join("no-boot-record.iso");
+    let out = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    iso
+}
+
+/// Such an ISO used to pass preflight with a warning and end 45 s later as `bootloader-stuck`
+/// ("the bootloader printed its banner") over an empty serial log. Preflight now names it
+/// (exit 3, `not-bootable`, QEMU never starts); booted anyway, the verdict says the serial
+/// line stayed empty.
+#[test]
+fn an_iso_without_a_boot_record_is_not_bootable() {
+    let Some(_vm) = tools("an_iso_without_a_boot_record_is_not_bootable") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let iso = iso_without_boot_record(dir.path());
+    let run = vm_test(&["--iso", iso.to_str().unwrap(), "--accel", "tcg"]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert_eq!((finding(&run), phase(&run)), ("not-bootable", "bootloader"));
+    assert_eq!(run.meta["outcome"], "infra");
+    assert!(
+        run.stdout.contains("no El Torito boot record") && run.stdout.contains("-report_el_torito"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.meta["qemu"]["pid"].is_null(), "QEMU must not start for an ISO that cannot boot");
+
+    let run = vm_test(&["--iso", iso.to_str().unwrap(), "--accel", "tcg", "--skip-preflight", "--stall", "5"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(std::fs::metadata(run.dir.join("serial.log")).unwrap().len(), 0, "SeaBIOS prints nothing on serial");
+    assert_eq!(finding(&run), "no-serial-output", "{}", run.stdout);
+    let verdict = run.meta["verdict"].to_string();
+    assert!(verdict.contains("not one byte arrived"), "{verdict}");
+    assert!(!verdict.contains("printed its banner") && !verdict.contains("Loading /boot"), "{verdict}");
+    assert_record_complete(&run);
 }
 
 #[test]
@@ -280,6 +334,31 @@ fn broadcast_lines_do_not_corrupt_command_output() {
     assert_eq!(check(&run, "tools")["status"], "pass");
 }
 
+/// A full filesystem under the run directory: QEMU pauses the guest when a write to its
+/// scratch disk fails (status `io-error`), and the silent guest used to end as
+/// `guest-unresponsive` after the command timeout. Now the harness asks QMP when the guest
+/// goes quiet and names the full disk and the file (exit 3), QEMU is stopped, and the
+/// record is complete (the scratch disk is gone before the final writes, so they fit).
+#[test]
+fn a_full_disk_under_the_run_dir_is_host_disk_full() {
+    let Some(_vm) = tools("a_full_disk_under_the_run_dir_is_host_disk_full") else { return };
+    // 2 MiB: the scratch qcow2 starts at ~0.2 MiB and the fixture's provisioning writes ~3.3 MiB.
+    let Some(fs) = common::Tmpfs::mount("a_full_disk_under_the_run_dir", "2m") else { return };
+    let dir = fs.path().join("run");
+    let run = vm_test_in(dir.clone(), &["--image", "fixture", "--accel", "tcg"]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert_eq!(finding(&run), "host-disk-full", "{}", run.stdout);
+    assert_eq!(run.meta["outcome"], "infra");
+    let detail = run.meta["verdict"]["detail"].as_str().unwrap_or("");
+    let disk = dir.join("disk.qcow2");
+    assert!(detail.contains("QMP status io-error"), "{detail}");
+    assert!(detail.contains(&format!("writing {} failed: No space left on device", disk.display())), "{detail}");
+    let pid = run.meta["qemu"]["pid"].as_i64().unwrap() as i32;
+    assert!(!pid_alive(pid), "QEMU {pid} left running");
+    assert!(!disk.exists(), "the scratch disk is removed");
+    assert_record_complete(&run);
+}
+
 /// SIGKILL of the harness takes QEMU with it (PR_SET_PDEATHSIG); SIGINT stops it in order.
 #[test]
 fn killing_the_harness_leaves_no_qemu() {
@@ -311,6 +390,78 @@ fn killing_the_harness_leaves_no_qemu() {
             assert!(dir.join("report.md").exists());
         }
     }
+}
+
+/// Runs a small perl script as `nobody` (a second uid): exit 0 when `action` on `path`
+/// succeeded, otherwise the OS error on stderr.
+fn as_nobody(action: &str, path: &Path) -> std::process::Output {
+    let script = match action {
+        "connect" => "IO::Socket::UNIX->new(Peer => $ARGV[0]) or die qq(connect: $!\\n)",
+        "listen" => "IO::Socket::UNIX->new(Local => $ARGV[0], Listen => 1) or die qq(listen: $!\\n)",
+        other => panic!("unknown action {other}"),
+    };
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "perl", "-MIO::Socket::UNIX", "-e", script])
+        .arg(path)
+        .current_dir("/")
+        .output()
+        .expect("setpriv runs")
+}
+
+/// Under umask 000 the run directory and QEMU's sockets used to be open to every local
+/// user: `qmp.sock` is full control of the VM, and whoever creates `serial.sock` in the run
+/// directory of a `--keep` run gets the guest's root shell. Now the run directory is 0700
+/// whatever the umask, so a second uid can neither connect nor plant a socket.
+#[test]
+fn run_dir_and_sockets_are_private_under_umask_000() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let Some(_vm) = tools("run_dir_and_sockets_are_private") else { return };
+    if !common::require_root("run_dir_and_sockets_are_private")
+        || !common::require_tools("run_dir", &["setpriv", "perl"])
+    {
+        return;
+    }
+    // A parent everyone may enter; the run directory itself is created by vm-test.
+    let parent = tempfile::Builder::new().prefix("vmt-umask-").tempdir_in(runs_dir()).unwrap().keep();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = parent.join("run");
+    let mut cmd = common::xtask();
+    cmd.args(["vm-test", "--image", "fixture", "--accel", "tcg", "--run-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let qemu_pid = wait_for_qemu_pid(&dir, Duration::from_secs(120)).expect("QEMU started");
+    let qmp = dir.join("qmp.sock");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !qmp.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    let connect = as_nobody("connect", &qmp);
+    let plant = as_nobody("listen", &dir.join("planted.sock"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while pid_alive(qemu_pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!pid_alive(qemu_pid), "QEMU {qemu_pid} outlived the interrupted harness");
+    assert_eq!(status.code(), Some(130));
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!connect.status.success(), "nobody connected to {}", qmp.display());
+    assert!(said(&connect).contains("Permission denied"), "{}", said(&connect));
+    assert!(!plant.status.success(), "nobody created a socket in the run directory");
+    assert!(said(&plant).contains("Permission denied"), "{}", said(&plant));
+    assert_eq!(mode, 0o700, "run directory mode under umask 000");
 }
 
 fn wait_for_qemu_pid(dir: &Path, timeout: Duration) -> Option<i32> {
@@ -365,7 +516,7 @@ fn keep_leaves_an_attachable_vm() {
     let run = vm_test(&["--image", "fixture", "--accel", "tcg", "--keep"]);
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(run.meta["qemu"]["stopped_by"], "kept");
-    assert!(run.stdout.contains("UNIX-LISTEN:"), "{}", run.stdout);
+    assert!(run.stdout.contains("cargo xtask attach "), "{}", run.stdout);
     let pid = run.meta["qemu"]["pid"].as_i64().unwrap() as i32;
     assert!(pid_alive(pid));
     let sock = run.dir.join("serial.sock");
@@ -402,4 +553,101 @@ fn keep_leaves_an_attachable_vm() {
     assert!(String::from_utf8_lossy(&seen).contains("kept-42"), "{}", String::from_utf8_lossy(&seen));
     assert!(!pid_alive(pid), "QMP quit ended the kept QEMU");
     let _ = std::fs::remove_file(run.dir.join("disk.qcow2"));
+}
+
+// ---- The systemd fixture: real systemd, units, journal, networkd ----
+
+fn systemd_tools(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !common::require_systemd_fixture(test) {
+        return None;
+    }
+    tools(test)
+}
+
+#[test]
+fn fixture_systemd_passes_end_to_end_on_real_systemd() {
+    let Some(_vm) = systemd_tools("fixture_systemd_passes_end_to_end") else { return };
+    let run = vm_test(&["--image", "fixture-systemd", "--accel", "tcg"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.meta["image"]["source"], "fixture-systemd");
+    for p in run.meta["phases"].as_array().unwrap() {
+        assert_eq!(p["status"], "ok", "{p}");
+    }
+    // Every check ran for real: systemctl exists, so the unit check is not skipped.
+    for c in run.meta["checks"].as_array().unwrap() {
+        assert_eq!(c["status"], "pass", "{c}");
+    }
+    let unit = check(&run, "pre-nixos-unit")["detail"].as_str().unwrap_or("");
+    assert!(unit.contains("LoadState=loaded") && unit.contains("ActiveState=inactive"), "{unit}");
+    assert_eq!(run.meta["qemu"]["stopped_by"], "guest-poweroff");
+    let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
+    for line in [
+        "Welcome to NixOS 25.05.fixture (Warbler)!",
+        "Reached target multi-user.target",
+        "Starting pre-nixos.service",
+        "pre-nixos: Storage provisioning completed automatically.",
+    ] {
+        assert!(serial.contains(line), "{line} missing from serial.txt");
+    }
+    assert_record_complete(&run);
+}
+
+#[test]
+fn systemd_unit_deadlock_is_unit_stuck() {
+    let Some(_vm) = systemd_tools("systemd_unit_deadlock") else { return };
+    let run = vm_test(&["--image", "fixture-systemd:unit-deadlock", "--accel", "tcg", "--storage-timeout", "30"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!((finding(&run), phase(&run)), ("unit-stuck", "checks"), "{}", run.stdout);
+    assert_eq!(check(&run, "storage-status")["finding"], "unit-stuck");
+    let unit = check(&run, "pre-nixos-unit");
+    assert_eq!(unit["finding"], "unit-stuck");
+    assert!(unit["detail"].as_str().unwrap().contains("ActiveState=activating"), "{unit}");
+    // The evidence names the waiting jobs.
+    assert!(unit["evidence"].as_str().unwrap().contains("sshd.service"), "{unit}");
+    assert_record_complete(&run);
+}
+
+#[test]
+fn systemd_emergency_mode_is_named_at_once() {
+    let Some(_vm) = systemd_tools("systemd_emergency_mode") else { return };
+    let run = vm_test(&["--image", "fixture-systemd:emergency-mode", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "emergency-mode", "{}", run.stdout);
+    assert_eq!(phase(&run), "init", "{}", run.stdout);
+    // Named from the console text, not after a boot timeout.
+    assert!(run.seconds < 240.0, "took {:.0} s", run.seconds);
+    assert_record_complete(&run);
+}
+
+#[test]
+fn systemd_console_not_last_is_named() {
+    let Some(_vm) = systemd_tools("systemd_console_not_last") else { return };
+    let run = vm_test(&["--image", "fixture-systemd:console-not-last", "--accel", "tcg", "--network-timeout", "20"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "console-not-last", "{}", run.stdout);
+    // The login still reached serial (a getty runs on every console); the checks ran.
+    assert_eq!(check(&run, "storage-status")["status"], "pass");
+    assert_eq!(check(&run, "serial-lan-line")["finding"], "console-not-last");
+    let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
+    for line in ["Welcome to NixOS 25.05.fixture (Warbler)!", "pre-nixos: Storage provisioning", "LAN IPv4 address:"] {
+        assert!(!serial.contains(line), "{line} reached serial although tty0 is the last console");
+    }
+    assert_record_complete(&run);
+}
+
+#[test]
+fn image_spelling_is_checked_per_flavour() {
+    for (image, said) in [
+        ("fixture-systemd:flood", "fixture-systemd has no fault `flood`"),
+        ("fixture:unit-deadlock", "fixture has no fault `unit-deadlock`"),
+        ("fixture-nope", "expected `fixture`, `fixture-systemd`"),
+    ] {
+        let out = common::xtask().args(["vm-test", "--image", image]).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{image}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(said),
+            "{image}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -60,8 +60,12 @@ pub struct Line<'a> {
 
 impl Line<'_> {
     /// Whether the normaliser changed the text (a finding then quotes the original line).
+    /// Unchanged text is `original` itself, so no bytes need comparing.
     pub fn changed(&self, original: &str) -> bool {
-        self.text != original
+        match &self.text {
+            Cow::Borrowed(t) => t.as_ptr() != original.as_ptr() || t.len() != original.len(),
+            Cow::Owned(_) => true,
+        }
     }
 }
 
@@ -78,12 +82,11 @@ pub struct Normaliser {
 }
 
 /// Journald `short` and `short-precise` (the default of `journalctl`, and syslog's):
-/// `Oct 11 10:00:00[.123456] host ident[pid]: message`. The month is the locale's
-/// abbreviation (`gen 18 19:37:27` in Italian, `déc.` in French); with the time and the
-/// `host ident:` after it the shape is unambiguous, so any identifier counts.
-static JOURNAL_SHORT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\p{L}{3,5}\.? [ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9](?:\.[0-9]+)? ").expect("compiles")
-});
+/// `Oct 11 10:00:00[.123456] host ident[pid]: message`, after the month (`journal_month`).
+/// With the time and the `host ident:` after it the shape is unambiguous, so any identifier
+/// counts.
+static JOURNAL_SHORT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9](?:\.[0-9]+)? ").expect("compiles"));
 /// Journald `short-full`: `Sat 2025-10-11 10:00:00 UTC host ident[pid]: message`.
 static JOURNAL_FULL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)? [A-Za-z][A-Za-z0-9+/_-]* ")
@@ -112,8 +115,6 @@ static DMESG_T: LazyLock<Regex> = LazyLock::new(|| {
 /// `echo "<7>stage-1-init: [$(date)] $line" > /dev/kmsg`); stage 2 as `stage-2-init: <line>`
 /// (stage-2-init.sh: `echo "<7>stage-2-init: $line" > /dev/kmsg`).
 static STAGE_DATE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\[[A-Za-z]{3} [^\]]{10,40}\] ").expect("compiles"));
-/// The NixOS test driver prints each console line as `<machine> # <line>`.
-static TEST_DRIVER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9_-]{0,30} # ").expect("compiles"));
 
 /// Job results in systemd's journal wording (src/core/job.c `job_done_message_format`,
 /// device.c, mount.c, socket.c, swap.c, automount.c `status_message_formats`: "Failed to
@@ -255,20 +256,25 @@ impl Normaliser {
             }
         }
         // The NixOS test driver's `machine # ` before the console line.
-        if rest.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
-            if let Some(m) = TEST_DRIVER.find(rest) {
-                rest = &rest[m.end()..];
-            }
+        if let Some(after) = after_test_driver(rest) {
+            rest = after;
         }
         let first = rest.as_bytes().first().copied().unwrap_or(0);
         // A letter (or a UTF-8 lead byte: `déc.`) may start a journal date.
         if first.is_ascii_alphabetic() || first >= 0xC0 {
-            for re in [&*JOURNAL_SHORT, &*JOURNAL_FULL] {
-                if let Some(m) = re.find(rest) {
-                    if let Some((voice, msg)) = journal_after_time(&rest[m.end()..], false) {
-                        return self.finish(self.journal(), voice, msg, false);
-                    }
-                }
+            // Cheap looks first (a digit or space after the month, a digit after the
+            // weekday) so most lines never reach a regex.
+            let b = rest.as_bytes();
+            let date_end = journal_month(rest)
+                .filter(|&m| b.get(m).is_some_and(|&c| c == b' ' || c.is_ascii_digit()))
+                .and_then(|m| JOURNAL_SHORT.find(&rest[m..]).map(|d| m + d.end()))
+                .or_else(|| {
+                    (b.get(3) == Some(&b' ') && b.get(4).is_some_and(u8::is_ascii_digit))
+                        .then(|| JOURNAL_FULL.find(rest).map(|d| d.end()))
+                        .flatten()
+                });
+            if let Some((voice, msg)) = date_end.and_then(|end| journal_after_time(&rest[end..], false)) {
+                return self.finish(self.journal(), voice, msg, false);
             }
         } else if first == b'-' && rest.starts_with("-- ") && rest.trim_end().ends_with(" --") {
             // `-- Boot 0123abcd... --`, `-- Logs begin at ... --`, `-- No entries --`.
@@ -335,6 +341,27 @@ fn journal_after_time(after: &str, strict: bool) -> Option<(Voice, &str)> {
         return None;
     }
     Some((voice_of(ident), &after[c.get(0).unwrap().end()..]))
+}
+
+/// The end of a journal date's month and its space: the locale's abbreviation, 3 to 5
+/// letters and maybe a dot (`Oct`, Italian `gen`, French `déc.`). By hand: a Unicode letter
+/// class in a regex costs more than the rest of the line's matching.
+fn journal_month(line: &str) -> Option<usize> {
+    let sp = line.as_bytes().iter().take(12).position(|&b| b == b' ')?;
+    let month = line[..sp].strip_suffix('.').unwrap_or(&line[..sp]);
+    (3..=5).contains(&month.chars().count()).then_some(())?;
+    month.chars().all(char::is_alphabetic).then_some(sp + 1)
+}
+
+/// The console line after the NixOS test driver's `<machine> # ` (a lower-case name).
+fn after_test_driver(line: &str) -> Option<&str> {
+    let b = line.as_bytes();
+    if !b.first()?.is_ascii_lowercase() {
+        return None;
+    }
+    let end =
+        b.iter().take(32).position(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-'))?;
+    line[end..].strip_prefix(" # ")
 }
 
 /// The message after a kernel timestamp `[  12.345678] `.

@@ -32,7 +32,7 @@ pub struct Args {
     /// Repair the login profile: put the USER guard before the sourcing of ~/.nix-profile/etc/profile.d/nix.sh
     #[arg(long)]
     fix: bool,
-    /// Remove the block `--fix` added (exactly that block) from the login profiles
+    /// Remove the block `--fix` added from the login profiles (lines you added inside it stay)
     #[arg(long)]
     revert: bool,
     /// With --fix or --revert: print the diff and change nothing

@@ -1,4 +1,4 @@
-//! The file side of the profile repair: which file, symlink and mode rules, the one backup,
+//! The file side of the profile repair: which file, symlink and mode rules, the backup,
 //! atomic writes. The text decisions are in `profile`.
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +10,7 @@ use super::profile::{self, Fix};
 
 /// The files a bash login shell reads, in order; it reads only the first that exists.
 pub const LOGIN_FILES: [&str; 3] = [".bash_profile", ".bash_login", ".profile"];
-/// Suffix of the one backup made before our first change to a file.
+/// Suffix of the backup made before a change to a file (`.N` appended when that name is taken).
 pub const BACKUP_SUFFIX: &str = ".nixos-boot-iso.bak";
 
 pub fn home() -> Result<Utf8PathBuf> {
@@ -109,7 +109,7 @@ pub fn apply_fix(home: &Utf8Path, dry_run: bool) -> Result<Outcome> {
     let mut message = format!("{path}: {what}");
     if exists {
         let backup = backup_once(&real, &old)?;
-        message.push_str(&format!(" (backup of the original: {backup})"));
+        message.push_str(&format!(" ({})", backup.describe()));
         write_keeping_mode(&real, &new)?;
     } else {
         create_new(&path, &new)?;
@@ -129,32 +129,108 @@ pub fn apply_revert(home: &Utf8Path, dry_run: bool) -> Result<Vec<Outcome>> {
         let real = editable(&path)?;
         let old = fs_err::read(&real)?;
         let Some(new) = profile::revert(&old).map_err(|e| anyhow::anyhow!("{path}: {e}"))? else { continue };
-        let diff = profile::unified_diff(path.as_str(), &old, &new);
+        let diff = profile::unified_diff(path.as_str(), &old, &new.text);
         if !dry_run {
-            write_keeping_mode(&real, &new)?;
+            write_keeping_mode(&real, &new.text)?;
         }
         let verb = if dry_run { "would remove" } else { "removed" };
-        done.push(Outcome { message: format!("{path}: {verb} the nixos-boot-iso block"), changed: !dry_run, diff });
+        let mut message = format!("{path}: {verb} the nixos-boot-iso block");
+        if let Some(kept) = new.kept {
+            message.push_str(&format!("; {kept}"));
+        }
+        done.push(Outcome { message, changed: !dry_run, diff });
     }
     Ok(done)
 }
 
-/// Copies the original next to the file once; a later fix keeps the first backup. The copy is
-/// written to a temp file in the same directory and hard-linked to the backup name, so the
-/// backup is either whole or absent, and an existing one is never replaced (link refuses).
-fn backup_once(real: &Utf8Path, bytes: &[u8]) -> Result<Utf8PathBuf> {
-    let backup = Utf8PathBuf::from(format!("{real}{BACKUP_SUFFIX}"));
-    if std::fs::symlink_metadata(&backup).is_ok() {
-        return Ok(backup);
+/// Most numbered backups tried (`<file>.nixos-boot-iso.bak.1` …) before giving up.
+const MAX_BACKUPS: usize = 100;
+
+/// Where the copy of the original is, for the report.
+struct Backup {
+    path: Utf8PathBuf,
+    /// An earlier fix already left exactly these bytes there.
+    reused: bool,
+    /// Backup names that were taken by something else, with what it is; left untouched.
+    passed: Vec<String>,
+}
+
+impl Backup {
+    fn describe(&self) -> String {
+        let mut s = format!("backup of the original: {}", self.path);
+        if self.reused {
+            s.push_str(", already there from an earlier --fix");
+        }
+        if !self.passed.is_empty() {
+            s.push_str(&format!("; left alone: {}", self.passed.join(", ")));
+        }
+        s
     }
-    let placed = write_with_mode_of(real, bytes, "bak-tmp", |tmp| match std::fs::hard_link(tmp, &backup) {
-        // Another fix made the backup meanwhile: the first one stays.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e.into()),
-        Ok(()) => Ok(()),
-    });
-    placed.with_context(|| format!("creating backup {backup}"))?;
-    Ok(backup)
+}
+
+/// Makes sure a copy of `bytes` (the file before our change) sits beside `real`, and says
+/// where. `<file>.nixos-boot-iso.bak` when free or already holding exactly these bytes; anything
+/// else there (an older backup, a directory, a symlink) is never replaced or followed, and the
+/// copy goes to the first free `<file>.nixos-boot-iso.bak.N`. Each copy is written to a temp file
+/// in the same directory and hard-linked to its name, so it is whole or absent, and `link`
+/// refuses to replace a name that appeared meanwhile.
+fn backup_once(real: &Utf8Path, bytes: &[u8]) -> Result<Backup> {
+    let first = format!("{real}{BACKUP_SUFFIX}");
+    let mut passed = Vec::new();
+    let mut n = 0;
+    while n < MAX_BACKUPS {
+        let path = Utf8PathBuf::from(if n == 0 { first.clone() } else { format!("{first}.{n}") });
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut taken = false;
+                let placed = write_with_mode_of(real, bytes, "bak-tmp", |tmp| match std::fs::hard_link(tmp, &path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        taken = true;
+                        Ok(())
+                    }
+                    other => Ok(other?),
+                });
+                placed.with_context(|| format!("creating backup {path}"))?;
+                if !taken {
+                    return Ok(Backup { path, reused: false, passed });
+                }
+                // Another fix made it meanwhile: look at what it holds.
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("looking at backup {path}")),
+            Ok(meta) if holds(&path, &meta, bytes)? => return Ok(Backup { path, reused: true, passed }),
+            Ok(meta) => passed.push(format!("{path} ({})", occupant(&path, &meta))),
+        }
+        n += 1;
+    }
+    bail!(
+        "not editing {real}: no free backup name ({first} and {first}.1 … .{} are taken); move old backups away, then rerun `cargo xtask doctor --fix`",
+        MAX_BACKUPS - 1
+    )
+}
+
+/// `path` is a regular file (not a symlink) with exactly `bytes`.
+fn holds(path: &Utf8Path, meta: &std::fs::Metadata, bytes: &[u8]) -> Result<bool> {
+    Ok(meta.is_file() && meta.len() == bytes.len() as u64 && fs_err::read(path)? == bytes)
+}
+
+/// What is at a backup name that we may not use, in words.
+fn occupant(path: &Utf8Path, meta: &std::fs::Metadata) -> String {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "a directory".into()
+    } else if kind.is_symlink() {
+        let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_else(|e| format!("? ({e})"));
+        if path.exists() {
+            format!("a symlink to {target}")
+        } else {
+            format!("a symlink to a missing {target}")
+        }
+    } else if kind.is_file() {
+        "a file with other content, e.g. the original of an earlier --fix".into()
+    } else {
+        "not a regular file".into()
+    }
 }
 
 /// Replaces `real` atomically (temp file + rename in its directory), keeping its mode and, as
@@ -262,7 +338,7 @@ mod tests {
         let (_d, home) = home_with(&[(".profile", b"original\n"), NIX_SH]);
         let p = home.join(".profile");
         fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let backup = backup_once(&p, b"original\n").unwrap();
+        let backup = backup_once(&p, b"original\n").unwrap().path;
         assert_eq!(backup, format!("{p}{BACKUP_SUFFIX}"));
         assert_eq!(fs_err::read(&backup).unwrap(), b"original\n");
         assert_eq!(fs_err::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o640);
@@ -270,8 +346,9 @@ mod tests {
         let names: Vec<String> =
             fs_err::read_dir(&home).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
-        // An existing backup is kept byte for byte.
-        assert_eq!(backup_once(&p, b"changed\n").unwrap(), backup);
+        // An existing backup is kept byte for byte; other bytes go to the next name.
+        assert_eq!(backup_once(&p, b"original\n").unwrap().path, backup);
+        assert_eq!(backup_once(&p, b"changed\n").unwrap().path, format!("{backup}.1"));
         assert_eq!(fs_err::read(&backup).unwrap(), b"original\n");
     }
 
@@ -322,5 +399,47 @@ mod tests {
         let err = apply_fix(&home, false).unwrap_err().to_string();
         assert!(err.contains("do not own"), "{err}");
         assert_eq!(fs_err::read(&theirs).unwrap(), b"a\n");
+    }
+
+    #[test]
+    fn an_occupied_backup_path_is_left_alone_and_the_message_says_where_the_original_is() {
+        type Occupy = fn(&Utf8Path, &Utf8Path);
+        let cases: [(&str, Occupy, &str); 3] = [
+            ("stale backup", |b, _| fs_err::write(b, b"older\n").unwrap(), "a file with other content"),
+            ("directory", |b, _| fs_err::create_dir(b).unwrap(), "a directory"),
+            (
+                "dangling symlink",
+                |b, home| std::os::unix::fs::symlink(home.join("gone"), b).unwrap(),
+                "a symlink to a missing",
+            ),
+        ];
+        for (what, occupy, why) in cases {
+            let (_d, home) = home_with(&[(".profile", b"current\n"), NIX_SH]);
+            let backup = home.join(format!(".profile{BACKUP_SUFFIX}"));
+            occupy(&backup, &home);
+            let out = apply_fix(&home, false).unwrap();
+            let next = format!("{backup}.1");
+            assert!(!out.message.contains(&format!("backup of the original: {backup})")), "{what}: {}", out.message);
+            assert!(out.message.contains(&format!("backup of the original: {next}")), "{what}: {}", out.message);
+            assert!(out.message.contains(&format!("left alone: {backup} ({why}")), "{what}: {}", out.message);
+            assert_eq!(fs_err::read(&next).unwrap(), b"current\n", "{what}");
+            // What was in the way is untouched.
+            let meta = fs_err::symlink_metadata(&backup).unwrap();
+            match what {
+                "stale backup" => assert_eq!(fs_err::read(&backup).unwrap(), b"older\n"),
+                "directory" => assert!(meta.is_dir()),
+                _ => assert!(meta.file_type().is_symlink() && !home.join("gone").exists()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_backup_with_the_same_bytes_is_reused_and_said_so() {
+        let (_d, home) = home_with(&[(".profile", b"current\n"), NIX_SH]);
+        let backup = home.join(format!(".profile{BACKUP_SUFFIX}"));
+        fs_err::write(&backup, b"current\n").unwrap();
+        let out = apply_fix(&home, false).unwrap();
+        assert!(out.message.contains(&format!("backup of the original: {backup}, already there")), "{}", out.message);
+        assert!(!home.join(format!(".profile{BACKUP_SUFFIX}.1")).exists());
     }
 }

@@ -29,7 +29,8 @@ pub struct Timeouts {
 /// stops answering, QEMU exits or the user interrupts; failed checks are in `rec.checks`.
 pub fn run_all(guest: &mut Guest, rec: &mut Record, t: &Timeouts) -> Result<(), Failure> {
     let mut c = Checker { guest, t, evidence_no: 0, dir: rec.dir.join("diagnostics") };
-    const CHECKS: [&str; 6] = ["tools", "storage-status", "lvm", "lan-ipv4", "pre-nixos-unit", "serial-lan-line"];
+    const CHECKS: [&str; 7] =
+        ["tools", "storage-status", "lvm", "lan-ipv4", "pre-nixos-unit", "failed-units", "serial-lan-line"];
     for name in CHECKS {
         let started = Instant::now();
         c.guest.serial.progress.note(&format!("check {name} …"));
@@ -39,6 +40,7 @@ pub fn run_all(guest: &mut Guest, rec: &mut Record, t: &Timeouts) -> Result<(), 
             "lvm" => c.lvm(),
             "lan-ipv4" => c.lan_ipv4(),
             "pre-nixos-unit" => c.unit(),
+            "failed-units" => c.failed_units(),
             _ => c.serial_line(),
         }?;
         check.name = name.to_string();
@@ -142,15 +144,25 @@ impl Checker<'_> {
     }
 
     fn storage_status(&mut self) -> Result<Check, Failure> {
-        let (out, done) = self.poll("cat /run/pre-nixos/storage-status", self.t.storage, &|o| {
-            o.text.lines().any(|l| l.starts_with("STATE="))
-        })?;
+        // A unit that failed before writing the status will never write it: stop waiting.
+        let cmd = "cat /run/pre-nixos/storage-status 2>/dev/null || \
+                   { systemctl is-failed --quiet pre-nixos.service >/dev/null 2>&1 && echo 'UNIT FAILED'; }";
+        let (out, done) =
+            self.poll(cmd, self.t.storage, &|o| o.text.lines().any(|l| l.starts_with("STATE=") || l == "UNIT FAILED"))?;
         let value = |key: &str| out.text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").trim().to_string();
         let (state, detail) = (value("STATE="), value("DETAIL="));
         if done && state == "applied" && detail == "auto-applied" {
             return Ok(check("pass", "STATE=applied DETAIL=auto-applied"));
         }
-        let (what, finding) = if !done {
+        let unit_failed = out.text.lines().any(|l| l == "UNIT FAILED");
+        let (what, finding) = if unit_failed {
+            // The console often names why (`Unit systemd-networkd.service not found.`).
+            let not_found = self.guest.serial.findings().iter().any(|f| f.id == "unit-not-found");
+            (
+                "pre-nixos.service failed before writing /run/pre-nixos/storage-status".to_string(),
+                if not_found { "unit-not-found" } else { "provisioning-failed" },
+            )
+        } else if !done {
             (
                 format!("no STATE= in /run/pre-nixos/storage-status after {:.0} s", self.t.storage.as_secs_f64()),
                 "unit-stuck",
@@ -227,6 +239,24 @@ impl Checker<'_> {
             }
             c.evidence = ev;
         }
+        Ok(c)
+    }
+
+    /// No unit in the `failed` state (`[FAILED] Failed to start …` at boot, or later).
+    fn failed_units(&mut self) -> Result<Check, Failure> {
+        let out = self.run("systemctl list-units --state=failed --no-legend --plain --no-pager")?;
+        if out.code != 0 {
+            return Ok(check("skip", format!("`systemctl list-units` is not available here (exit {})", out.code)));
+        }
+        let units: Vec<&str> = out.text.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        if units.is_empty() {
+            return Ok(check("pass", "no failed units"));
+        }
+        let mut c = check("fail", format!("failed: {}", units.join(" ")));
+        c.finding = Some("unit-failed".into());
+        let status: Vec<String> =
+            units.iter().take(3).map(|u| format!("systemctl status {u} --no-pager --lines=20")).collect();
+        c.evidence = self.evidence("failed-units", &status.iter().map(String::as_str).collect::<Vec<_>>())?;
         Ok(c)
     }
 

@@ -5,9 +5,14 @@
 //! off the serial line for minutes (field notes §2 #3). Both are visible in the ISO itself, so
 //! say so in well under a second instead of after a boot timeout.
 //!
-//! The ISO 9660 reader below knows just enough of the format (ECMA-119) to find
-//! `isolinux.cfg` and `grub.cfg`: the primary volume descriptor, directory records, and
-//! file extents. It reads a few sectors, never the whole image.
+//! An ISO without a BIOS El Torito boot entry boots nothing at all: SeaBIOS says so on a
+//! screen the harness does not have and the serial line stays empty. That is visible in the
+//! ISO too (`not-bootable`, exit 3 like a corrupt ISO).
+//!
+//! The ISO 9660 reader below knows just enough of the format (ECMA-119, El Torito) to find
+//! the boot entry, `isolinux.cfg` and `grub.cfg`: the primary volume descriptor, the boot
+//! record and catalogue, directory records, and file extents. It reads a few sectors, never
+//! the whole image.
 
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
@@ -28,6 +33,8 @@ const CONFIG_PATHS: [&str; 6] = [
 /// What preflight found.
 #[derive(Debug, Default)]
 pub struct Preflight {
+    /// The BIOS boot entry, described (`El Torito: no emulation, 4 sectors at LBA 34`).
+    pub boot: Option<String>,
     /// The configuration file that was read (path inside the ISO), if any.
     pub config: Option<String>,
     /// The default entry's kernel command line, as written in the config.
@@ -35,11 +42,21 @@ pub struct Preflight {
     pub problems: Vec<Problem>,
 }
 
+/// How much a problem weighs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Worth saying; the boot goes ahead.
+    Warning,
+    /// The image would fail to boot properly (exit 1).
+    Fail,
+    /// The ISO cannot boot at all, like a missing or corrupt one (exit 3).
+    Infra,
+}
+
 /// A problem in the boot configuration, with its catalogue finding id.
 #[derive(Debug, Clone)]
 pub struct Problem {
-    /// True: booting would fail; false: a warning.
-    pub fail: bool,
+    pub level: Level,
     pub finding: &'static str,
     pub message: String,
     pub fix: String,
@@ -62,6 +79,19 @@ pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
         ))
     })?;
     let mut preflight = Preflight::default();
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    match bios_boot_entry(&mut file, len) {
+        Ok(entry) => preflight.boot = Some(entry),
+        Err(why) => {
+            preflight.problems.push(Problem {
+                level: Level::Infra,
+                finding: "not-bootable",
+                message: format!("{iso} cannot boot: {why}; the firmware would find nothing to boot and the serial line would stay empty"),
+                fix: "build the ISO with a BIOS boot image (`xorriso -as mkisofs -b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 -boot-info-table …`, as NixOS's isoImage and `cargo xtask fixture` do); `xorriso -indev ISO -report_el_torito plain` shows what it has".into(),
+            });
+            return Ok(preflight);
+        }
+    }
     for path in CONFIG_PATHS {
         let Some(text) = image.read_file(&mut file, path)? else { continue };
         let text = String::from_utf8_lossy(&text);
@@ -75,7 +105,7 @@ pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
         }
     }
     preflight.problems.push(Problem {
-        fail: false,
+        level: Level::Warning,
         finding: "preflight-no-boot-config",
         message: format!("no ISOLINUX or GRUB boot entry found in {iso}; the serial console could not be checked"),
         fix: "make sure the image boots with `console=ttyS0,115200n8` as the last console= parameter".into(),
@@ -90,7 +120,7 @@ pub fn console_problems(cmdline: &str) -> Vec<Problem> {
     let fix = "set `boot.kernelParams = [ \"console=tty0\" \"console=ttyS0,115200n8\" ];` (ttyS0 last) so the serial port becomes /dev/console";
     if !consoles.iter().any(is_serial) {
         return vec![Problem {
-            fail: true,
+            level: Level::Fail,
             finding: "serial-silent-after-bootloader",
             message: format!(
                 "the default boot entry has no console=ttyS0 (console= {}): the serial line will go silent after the bootloader",
@@ -101,7 +131,7 @@ pub fn console_problems(cmdline: &str) -> Vec<Problem> {
     }
     if !consoles.last().is_some_and(is_serial) {
         return vec![Problem {
-            fail: false,
+            level: Level::Warning,
             finding: "console-not-last",
             message: format!(
                 "console=ttyS0 is not the last console= ({}): /dev/console is {}, so systemd progress and boot messages stay off the serial line for minutes",
@@ -112,6 +142,54 @@ pub fn console_problems(cmdline: &str) -> Vec<Problem> {
         }];
     }
     Vec::new()
+}
+
+/// What a BIOS needs to boot a CD, checked the way SeaBIOS (vm-test's firmware) checks it:
+/// the El Torito boot record in sector 17, a boot catalogue whose validation entry is for x86
+/// (platform 0) and whose default entry is bootable, and a boot image inside the file.
+/// `Ok`: that entry, described; `Err`: what is missing.
+fn bios_boot_entry<R: Read + Seek>(r: &mut R, len: u64) -> Result<String, String> {
+    let mut read = |lba: u64, buf: &mut [u8]| -> Result<(), String> {
+        r.seek(SeekFrom::Start(lba * SECTOR))
+            .and_then(|_| r.read_exact(buf))
+            .map_err(|e| format!("reading sector {lba}: {e}"))
+    };
+    let mut record = [0u8; 2048];
+    read(17, &mut record)?;
+    if record[0] != 0 || &record[1..6] != b"CD001" || !record[7..].starts_with(b"EL TORITO SPECIFICATION") {
+        return Err("it has no El Torito boot record (sector 17 holds no `EL TORITO SPECIFICATION` descriptor)".into());
+    }
+    let catalogue = u64::from(le32(&record[0x47..0x4b]));
+    if (catalogue + 1) * SECTOR > len {
+        return Err(format!(
+            "its El Torito boot catalogue (sector {catalogue}) lies past the end of the file ({len} bytes): truncated?"
+        ));
+    }
+    let mut entries = [0u8; 64];
+    read(catalogue, &mut entries)?;
+    if entries[0] != 1 || entries[30..32] != [0x55, 0xaa] {
+        return Err(format!("its El Torito boot catalogue (sector {catalogue}) has no valid validation entry"));
+    }
+    match entries[1] {
+        0 => {}
+        0xef => return Err("its El Torito boot catalogue is for UEFI only (platform 0xEF); vm-test boots with SeaBIOS, which needs a BIOS (x86) entry".into()),
+        other => return Err(format!("its El Torito boot catalogue is for platform 0x{other:02x}, not x86 BIOS")),
+    }
+    if entries[32] != 0x88 {
+        return Err("the default El Torito entry is marked not bootable".into());
+    }
+    let media = match entries[33] & 0x0f {
+        0 => "no emulation",
+        1..=3 => "floppy emulation",
+        4 => "hard disk emulation",
+        _ => "unknown emulation",
+    };
+    let sectors = u16::from_le_bytes([entries[38], entries[39]]);
+    let image = u64::from(le32(&entries[40..44]));
+    if image * SECTOR >= len {
+        return Err(format!("its boot image (sector {image}) lies past the end of the file ({len} bytes): truncated?"));
+    }
+    Ok(format!("El Torito BIOS entry: {media}, {sectors} sectors at LBA {image}"))
 }
 
 /// The kernel command line of ISOLINUX's default entry (`DEFAULT`/`ONTIMEOUT` label, else the
@@ -298,7 +376,7 @@ mod tests {
     fn missing_serial_console_fails() {
         let p = console_problems("init=/init console=tty0 quiet");
         assert_eq!(p.len(), 1);
-        assert!(p[0].fail);
+        assert_eq!(p[0].level, Level::Fail);
         assert_eq!(p[0].finding, "serial-silent-after-bootloader");
         assert!(p[0].fix.contains("boot.kernelParams"));
     }
@@ -307,7 +385,7 @@ mod tests {
     fn serial_console_not_last_warns() {
         let p = console_problems("console=ttyS0,115200n8 console=tty0");
         assert_eq!(p.len(), 1);
-        assert!(!p[0].fail);
+        assert_eq!(p[0].level, Level::Warning);
         assert_eq!(p[0].finding, "console-not-last");
         assert!(p[0].message.contains("/dev/console is tty0"));
     }
@@ -324,35 +402,57 @@ mod tests {
         assert_eq!(isolinux_default_cmdline(cfg).unwrap(), "console=ttyS0");
     }
 
-    /// Builds real ISOs with xorriso (Rock Ridge and plain ISO 9660 names) and reads them.
-    #[test]
-    fn reads_config_from_real_iso_images() {
-        if which::which("xorriso").is_err() {
-            assert!(std::env::var_os("CI").is_none(), "xorriso missing in CI: run scripts/install-deps.sh");
-            eprintln!("SKIP reads_config_from_real_iso_images: xorriso missing");
-            return;
+    fn xorriso_present(test: &str) -> bool {
+        if which::which("xorriso").is_ok() {
+            return true;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let tree = dir.path().join("tree");
+        assert!(std::env::var_os("CI").is_none(), "xorriso missing in CI: run scripts/install-deps.sh");
+        eprintln!("SKIP {test}: xorriso missing");
+        false
+    }
+
+    /// `xorriso -as mkisofs ARGS -o DIR/NAME TREE` → the ISO's path.
+    fn mkisofs(dir: &std::path::Path, name: &str, args: &[&str], tree: &std::path::Path) -> camino::Utf8PathBuf {
+        let iso = dir.join(name);
+        let out = std::process::Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-o"])
+            .arg(&iso)
+            .args(args)
+            .arg(tree)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        camino::Utf8PathBuf::from_path_buf(iso).unwrap()
+    }
+
+    /// A tree with an ISOLINUX config (serial console as `cmdline_edit` leaves it) and a
+    /// stand-in boot image (El Torito does not care what the image contains).
+    fn tree(dir: &std::path::Path, cfg: &str) -> std::path::PathBuf {
+        let tree = dir.join("tree");
         std::fs::create_dir_all(tree.join("isolinux")).unwrap();
         std::fs::create_dir_all(tree.join("boot/deep/er")).unwrap();
         std::fs::write(tree.join("boot/deep/er/filler.bin"), vec![7u8; 5000]).unwrap();
-        std::fs::write(tree.join("isolinux/isolinux.cfg"), NIXOS_ISOLINUX.replace(" console=ttyS0,115200n8", ""))
-            .unwrap();
-        for (name, extra) in [("rr.iso", &["-R", "-J"][..]), ("plain.iso", &[][..])] {
-            let iso = dir.path().join(name);
-            let status = std::process::Command::new("xorriso")
-                .args(["-as", "mkisofs", "-quiet", "-o"])
-                .arg(&iso)
-                .args(extra)
-                .arg(&tree)
-                .status()
-                .unwrap();
-            assert!(status.success());
-            let iso = camino::Utf8PathBuf::from_path_buf(iso).unwrap();
+        std::fs::write(tree.join("isolinux/isolinux.bin"), vec![0x90u8; 2048]).unwrap();
+        std::fs::write(tree.join("isolinux/isolinux.cfg"), cfg).unwrap();
+        tree
+    }
+
+    const BIOS_BOOT: &[&str] = &["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot"];
+
+    /// Builds real ISOs with xorriso (Rock Ridge and plain ISO 9660 names) and reads them.
+    #[test]
+    fn reads_config_from_real_iso_images() {
+        if !xorriso_present("reads_config_from_real_iso_images") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = tree(dir.path(), &NIXOS_ISOLINUX.replace(" console=ttyS0,115200n8", ""));
+        for (name, names) in [("rr.iso", &["-R", "-J"][..]), ("plain.iso", &[][..])] {
+            let iso = mkisofs(dir.path(), name, &[names, BIOS_BOOT].concat(), &tree);
             let pf = check_iso(&iso).unwrap();
+            assert!(pf.boot.as_deref().is_some_and(|b| b.starts_with("El Torito BIOS entry: no emulation")), "{pf:?}");
             assert_eq!(pf.config.as_deref(), Some("isolinux/isolinux.cfg"), "{name}");
-            assert!(pf.problems.iter().any(|p| p.fail), "{name}: {pf:?}");
+            assert!(pf.problems.iter().any(|p| p.level == Level::Fail), "{name}: {pf:?}");
             assert_eq!(pf.problems[0].finding, "serial-silent-after-bootloader");
         }
         // Not an ISO at all, and a missing file: infrastructure errors that say so.
@@ -363,5 +463,42 @@ mod tests {
         let missing = camino::Utf8PathBuf::from("/nonexistent/x.iso");
         let err = check_iso(&missing).unwrap_err();
         assert_eq!(err.downcast_ref::<crate::exit::Exit>().unwrap().code, crate::exit::INFRA);
+    }
+
+    /// An ISO the BIOS cannot boot is named before booting (it used to pass with a warning and
+    /// end 45 s later as `bootloader-stuck` over an empty serial log): no boot record, a
+    /// UEFI-only catalogue, a boot image cut off by truncation.
+    #[test]
+    fn an_iso_without_a_bios_boot_entry_is_not_bootable() {
+        if !xorriso_present("an_iso_without_a_bios_boot_entry_is_not_bootable") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = tree(dir.path(), NIXOS_ISOLINUX);
+        let uefi_only = ["-e", "isolinux/isolinux.bin", "-no-emul-boot"];
+        // A boot image placed after 1 MiB of data, then the file cut before it.
+        std::fs::write(tree.join("boot/aaa-filler.bin"), vec![1u8; 1 << 20]).unwrap();
+        std::fs::write(tree.join("zzz-boot.img"), vec![0x90u8; 2048]).unwrap();
+        let late_boot = ["-b", "zzz-boot.img", "-c", "boot.cat", "-no-emul-boot"];
+        let truncated = mkisofs(dir.path(), "truncated.iso", &late_boot, &tree);
+        let image_lba = check_iso(&truncated).unwrap().boot.unwrap();
+        let lba: u64 = image_lba.rsplit(' ').next().unwrap().parse().unwrap();
+        std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(lba * SECTOR).unwrap();
+        let cases = [
+            (mkisofs(dir.path(), "no-boot.iso", &["-R"], &tree), "no El Torito boot record"),
+            (mkisofs(dir.path(), "uefi.iso", &uefi_only, &tree), "UEFI only"),
+            (truncated, "past the end of the file"),
+        ];
+        for (iso, why) in cases {
+            let pf = check_iso(&iso).unwrap();
+            assert_eq!(pf.problems.len(), 1, "{iso}: {pf:?}");
+            let p = &pf.problems[0];
+            assert_eq!((p.level, p.finding), (Level::Infra, "not-bootable"), "{iso}");
+            assert!(p.message.contains(why) && p.message.contains(iso.as_str()), "{iso}: {}", p.message);
+            assert!(p.fix.contains("-report_el_torito"), "{}", p.fix);
+        }
+        // The same tree with a BIOS boot image is fine.
+        let good = mkisofs(dir.path(), "good.iso", BIOS_BOOT, &tree);
+        assert!(check_iso(&good).unwrap().problems.is_empty());
     }
 }

@@ -49,7 +49,13 @@ impl Spec {
         push(&["-chardev", &serial, "-serial", "chardev:ser0"]);
         push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", opt_value(&self.qmp_sock))]);
         push(&["-mon", "chardev=qmp0,mode=control"]);
-        push(&["-drive", &format!("file={},if=virtio,format=qcow2,cache=unsafe", opt_value(&self.disk))]);
+        // A failed host read or write of the scratch disk (a full filesystem, say) pauses the
+        // guest (status `io-error`, which the harness asks QMP about) instead of handing the
+        // guest an I/O error it would report as its own failure.
+        push(&[
+            "-drive",
+            &format!("file={},if=virtio,format=qcow2,cache=unsafe,werror=stop,rerror=stop", opt_value(&self.disk)),
+        ]);
         push(&["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port)]);
         push(&["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
         // What `-cdrom` means (IDE secondary master), spelled as an option value so the
@@ -189,6 +195,10 @@ impl Qemu {
         }
     }
 
+    pub fn qmp_sock(&self) -> &Utf8Path {
+        &self.qmp_sock
+    }
+
     pub fn qmp(&self) -> Result<Qmp> {
         Qmp::connect(&self.qmp_sock, Duration::from_secs(3))
     }
@@ -237,6 +247,74 @@ impl Drop for Qemu {
     }
 }
 
+/// QEMU paused the guest because a disk image could not be written or read on the host
+/// (QMP `query-status` = `io-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    /// The host filesystem is full (the device's `io-status` is `nospace`).
+    pub no_space: bool,
+    /// The image file that failed (`query-block`), when QEMU names one.
+    pub file: Option<String>,
+}
+
+impl Paused {
+    /// The catalogue id: `host-disk-full` or `io-error`.
+    pub fn finding(&self) -> &'static str {
+        if self.no_space {
+            "host-disk-full"
+        } else {
+            "io-error"
+        }
+    }
+
+    /// One sentence naming the file, the error and the space left where it lives.
+    pub fn describe(&self) -> String {
+        let Some(file) = &self.file else {
+            let error = if self.no_space { "No space left on device" } else { "a host I/O error" };
+            return format!("QEMU paused the guest (QMP status io-error) on {error} with a disk image");
+        };
+        let free = Utf8Path::new(file)
+            .parent()
+            .and_then(free_bytes)
+            .map_or(String::new(), |b| format!("; {} KiB free now on the filesystem holding {file}", b / 1024));
+        let failed = if self.no_space {
+            format!("writing {file} failed: No space left on device")
+        } else {
+            format!("reading or writing {file} failed on the host")
+        };
+        format!("QEMU paused the guest (QMP status io-error): {failed}{free}")
+    }
+
+    /// Reads `query-block`'s answer: the device whose `io-status` is not `ok`.
+    fn from_blocks(blocks: &Value) -> Paused {
+        let failed =
+            blocks.as_array().into_iter().flatten().find(|b| b["io-status"].as_str().is_some_and(|s| s != "ok"));
+        Paused {
+            no_space: failed.is_some_and(|b| b["io-status"] == "nospace"),
+            file: failed.and_then(|b| b["inserted"]["file"].as_str()).map(str::to_string),
+        }
+    }
+}
+
+/// Asks QEMU (QMP, one connection attempt) whether the guest is paused on a disk error.
+/// `None` while it runs, or when QMP cannot tell (QEMU already gone).
+pub fn io_error_pause(qmp_sock: &Utf8Path) -> Option<Paused> {
+    let mut q = Qmp::connect(qmp_sock, Duration::ZERO).ok()?;
+    let status = q.execute("query-status", None).ok()?;
+    if status["status"] != "io-error" {
+        return None;
+    }
+    Some(Paused::from_blocks(&q.execute("query-block", None).unwrap_or_default()))
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+fn free_bytes(dir: &Utf8Path) -> Option<u64> {
+    let path = std::ffi::CString::new(dir.as_str()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a zeroed struct for the kernel to fill.
+    (unsafe { libc::statvfs(path.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 /// A hand-rolled QMP client: line-delimited JSON, greeting, `qmp_capabilities`, then
 /// `execute` lines; asynchronous `event` lines are skipped.
 pub struct Qmp {
@@ -264,6 +342,33 @@ impl Qmp {
         }
         q.execute("qmp_capabilities", None)?;
         Ok(q)
+    }
+
+    /// Waits until QEMU closes the connection (it exits), reading and dropping its events;
+    /// false when `timeout` passes first.
+    pub fn wait_closed(&mut self, timeout: Duration) -> bool {
+        let closed = self.read_until_closed(Instant::now() + timeout);
+        let _ = self.reader.get_ref().set_read_timeout(Some(Duration::from_secs(5))); // as `connect` set it
+        closed
+    }
+
+    fn read_until_closed(&mut self, end: Instant) -> bool {
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.reader.get_ref().set_read_timeout(Some(left)).is_err() {
+                return false;
+            }
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return true, // reset by a dying QEMU
+            }
+        }
     }
 
     fn read_value(&mut self) -> Result<Value> {
@@ -322,6 +427,7 @@ mod tests {
             "-drive file=/x.iso,format=raw,media=cdrom,if=ide,index=2,readonly=on -boot d",
             "-no-user-config",
             "virtio-rng-pci",
+            "cache=unsafe,werror=stop,rerror=stop",
         ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
@@ -346,6 +452,57 @@ mod tests {
         for part in ["file=/a,,b/x.iso,", "file=/r,,1/disk.qcow2,", "path=/r,,1/serial.sock,", "path=/r,,1/qmp.sock,"] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
+    }
+
+    /// A stand-in QEMU monitor: greets, then answers each command line from `answers`.
+    fn fake_qmp(answers: &'static [(&'static str, &'static str)]) -> (tempfile::TempDir, Utf8PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = Utf8PathBuf::from_path_buf(dir.path().join("qmp.sock")).unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            writeln!(out, r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#).unwrap();
+            for line in BufReader::new(stream).lines() {
+                let line = line.unwrap();
+                let answer = answers.iter().find(|(cmd, _)| line.contains(cmd)).map_or(r#"{"return": {}}"#, |a| a.1);
+                // An event first: the client must skip it.
+                writeln!(out, r#"{{"event": "BLOCK_IO_ERROR", "data": {{}}}}"#).unwrap();
+                writeln!(out, "{answer}").unwrap();
+            }
+        });
+        (dir, sock)
+    }
+
+    #[test]
+    fn a_guest_paused_on_a_full_disk_is_named_with_its_file() {
+        let (dir, sock) = fake_qmp(&[
+            ("query-status", r#"{"return": {"running": false, "status": "io-error"}}"#),
+            (
+                "query-block",
+                concat!(
+                    r#"{"return": [{"device": "ide2-cd0", "io-status": "ok", "inserted": {"file": "/x.iso"}}, "#,
+                    r#"{"device": "virtio0", "io-status": "nospace", "inserted": {"file": "/tmp/run/disk.qcow2"}}]}"#
+                ),
+            ),
+        ]);
+        let paused = io_error_pause(&sock).unwrap();
+        assert_eq!(paused, Paused { no_space: true, file: Some("/tmp/run/disk.qcow2".into()) });
+        assert_eq!(paused.finding(), "host-disk-full");
+        let text = paused.describe();
+        assert!(text.contains("writing /tmp/run/disk.qcow2 failed: No space left on device"), "{text}");
+        // Where the file's directory exists, the space left there is part of the evidence.
+        let here = Paused { no_space: true, file: Some(format!("{}/disk.qcow2", dir.path().display())) };
+        assert!(here.describe().contains("KiB free now on the filesystem holding"), "{}", here.describe());
+        let other = Paused::from_blocks(&json!([{"io-status": "failed", "inserted": {"file": "/r/d.qcow2"}}]));
+        assert_eq!((other.finding(), other.file.as_deref()), ("io-error", Some("/r/d.qcow2")));
+    }
+
+    #[test]
+    fn a_running_guest_or_no_qemu_is_no_pause() {
+        let (_dir, sock) = fake_qmp(&[("query-status", r#"{"return": {"running": true, "status": "running"}}"#)]);
+        assert_eq!(io_error_pause(&sock), None);
+        assert_eq!(io_error_pause(Utf8Path::new("/nonexistent/qmp.sock")), None);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct QemuInfo {
     pub cpus: u32,
     pub pid: Option<u32>,
     pub ssh_port: Option<u16>,
+    /// Where QEMU's serial line and QMP are (`attach` reads them for a kept VM).
+    pub serial_socket: Option<String>,
+    pub qmp_socket: Option<String>,
     /// How QEMU ended: `guest-poweroff`, `qmp-system_powerdown`, `qmp-quit`, `sigkill`, `kept`.
     pub stopped_by: Option<String>,
     pub exit_status: Option<String>,

@@ -6,8 +6,9 @@
 use crate::clean::Cleaner;
 use crate::diagnose::{Detector, Finding};
 use crate::vm::progress::Progress;
+use crate::vm::qemu::Paused;
 use anyhow::{Context, Result};
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use regex::Regex;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -38,6 +39,12 @@ const WATCH_WINDOW: usize = 1024;
 pub const FATAL: &[&str] = &["kernel-panic", "emergency-mode"];
 /// After a fatal finding, keep reading this long so the evidence (panic trace) is logged.
 const FATAL_GRACE: Duration = Duration::from_secs(2);
+/// A line quiet this long gets the host asked why (QEMU may have paused the guest on a full
+/// disk), and again every this long while it stays quiet; also once before a wait gives up.
+const QUIET_PROBE: Duration = Duration::from_secs(5);
+
+/// Asks the host whether the guest was stopped from outside (see `Serial::on_quiet`).
+pub type QuietProbe = Box<dyn FnMut() -> Option<Paused>>;
 
 /// When a wait gives up.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +89,9 @@ pub enum Stop {
     Fatal(Finding),
     /// SIGINT/SIGTERM.
     Interrupted,
+    /// QEMU paused the guest on a disk error (a full host filesystem): it cannot answer.
+    Paused(Paused),
+    /// Reading the serial socket or writing a log failed (the error names the log).
     Io(std::io::Error),
 }
 
@@ -93,6 +103,7 @@ impl std::fmt::Display for Stop {
             Stop::Stall(d) => write!(f, "no serial output for {:.0} s", d.as_secs_f64()),
             Stop::Fatal(x) => write!(f, "{} at serial line {}: {}", x.id, x.line, x.text),
             Stop::Interrupted => write!(f, "interrupted"),
+            Stop::Paused(p) => f.write_str(&p.describe()),
             Stop::Io(e) => write!(f, "serial I/O error: {e}"),
         }
     }
@@ -109,6 +120,9 @@ pub struct Serial {
     stream: UnixStream,
     raw_log: std::fs::File,
     txt_log: std::fs::File,
+    run_dir: Utf8PathBuf,
+    quiet_probe: Option<QuietProbe>,
+    probed_at: Option<Instant>,
     cleaner: Cleaner,
     /// Clean text not yet consumed by `expect`.
     buf: String,
@@ -181,6 +195,9 @@ impl Serial {
             stream,
             raw_log: open("serial.log")?,
             txt_log: open("serial.txt")?,
+            run_dir: run_dir.to_path_buf(),
+            quiet_probe: None,
+            probed_at: None,
             cleaner: Cleaner::new(),
             buf: String::new(),
             scanned: 0,
@@ -198,6 +215,12 @@ impl Serial {
             eof: false,
             progress,
         })
+    }
+
+    /// Lets waits ask `probe` why the line is quiet (QMP: paused on a disk error?); a `Some`
+    /// ends the wait with `Stop::Paused` instead of a stall or deadline blamed on the guest.
+    pub fn on_quiet(&mut self, probe: QuietProbe) {
+        self.quiet_probe = Some(probe);
     }
 
     /// Remembers the first complete line matching `re` under `name`.
@@ -292,13 +315,16 @@ impl Serial {
         self.streaming = n < 1024;
         let raw = &chunk[..n];
         // Tee first: a crash or timeout right after still leaves these bytes on disk.
-        self.raw_log.write_all(raw)?;
+        let log_error = |e: std::io::Error, name: &str| {
+            std::io::Error::new(e.kind(), format!("writing {}: {e}", self.run_dir.join(name)))
+        };
+        self.raw_log.write_all(raw).map_err(|e| log_error(e, "serial.log"))?;
         self.bytes += n as u64;
         self.last_rx = Instant::now();
         let mut clean = String::new();
         self.cleaner.feed(raw, &mut clean);
         if !clean.is_empty() {
-            self.txt_log.write_all(clean.as_bytes())?;
+            self.txt_log.write_all(clean.as_bytes()).map_err(|e| log_error(e, "serial.txt"))?;
             self.buf.push_str(&clean);
             self.bound_buffer();
             self.feed_lines(&clean);
@@ -494,16 +520,28 @@ impl Serial {
             return Some(Stop::Eof);
         }
         let now = Instant::now();
-        if now >= wait.deadline {
-            return Some(Stop::Deadline);
+        let idle = now - self.last_rx.max(started);
+        let ending = if now >= wait.deadline {
+            Some(Stop::Deadline)
+        } else {
+            wait.stall.filter(|stall| idle >= *stall).map(|_| Stop::Stall(idle))
+        };
+        match self.ask_why_quiet(ending.is_some()) {
+            Some(paused) => Some(Stop::Paused(paused)),
+            None => ending,
         }
-        if let Some(stall) = wait.stall {
-            let idle = now - self.last_rx.max(started);
-            if idle >= stall {
-                return Some(Stop::Stall(idle));
-            }
+    }
+
+    /// Runs the quiet probe once the line has been quiet for `QUIET_PROBE` (then every
+    /// `QUIET_PROBE`), and whenever a wait is about to give up.
+    fn ask_why_quiet(&mut self, giving_up: bool) -> Option<Paused> {
+        let probe = self.quiet_probe.as_mut()?;
+        let due = self.last_rx.elapsed() >= QUIET_PROBE && self.probed_at.is_none_or(|t| t.elapsed() >= QUIET_PROBE);
+        if !due && !giving_up {
+            return None;
         }
-        None
+        self.probed_at = Some(Instant::now());
+        probe()
     }
 }
 
@@ -628,6 +666,65 @@ mod tests {
         assert_eq!(s.lines, 2);
         assert!(s.findings().iter().all(|f| f.id != "kernel-panic"), "{:?}", s.findings());
         assert!(s.partial.is_empty());
+    }
+
+    /// A guest QEMU paused on a full disk sends nothing: the wait ends once the probe says
+    /// so, a few seconds into the silence, not at the deadline as an unresponsive guest.
+    #[test]
+    fn a_quiet_line_asks_the_host_and_ends_when_the_guest_is_paused() {
+        let (mut s, _guest, _dir) = pair();
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0));
+        let count = asked.clone();
+        let paused = Paused { no_space: true, file: Some("/run/disk.qcow2".into()) };
+        let answer = paused.clone();
+        s.on_quiet(Box::new(move || {
+            count.set(count.get() + 1);
+            Some(answer.clone())
+        }));
+        let never = Regex::new("never").unwrap();
+        let t = Instant::now();
+        match s.expect(&[&never], Wait::new(Duration::from_secs(60), None)) {
+            Err(Stop::Paused(p)) => assert_eq!(p, paused),
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() >= QUIET_PROBE && t.elapsed() < QUIET_PROBE * 2, "{:?}", t.elapsed());
+        assert_eq!(asked.get(), 1);
+    }
+
+    /// A running guest (the probe says nothing) keeps the ordinary verdicts; a wait that gives
+    /// up asks once more first.
+    #[test]
+    fn a_running_guest_still_stalls() {
+        let (mut s, _guest, _dir) = pair();
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0));
+        let count = asked.clone();
+        s.on_quiet(Box::new(move || {
+            count.set(count.get() + 1);
+            None
+        }));
+        let never = Regex::new("never").unwrap();
+        assert!(matches!(
+            s.expect(&[&never], Wait::new(Duration::from_secs(10), Some(Duration::from_millis(300)))),
+            Err(Stop::Stall(_))
+        ));
+        assert_eq!(asked.get(), 1, "asked once, when the stall ended the wait");
+    }
+
+    /// A log that cannot be written (a full disk under the run directory) is named.
+    #[test]
+    fn a_failed_log_write_names_the_log() {
+        let (mut s, mut guest, dir) = pair();
+        s.raw_log = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        guest.write_all(b"boot\n").unwrap();
+        let never = Regex::new("never").unwrap();
+        match s.expect(&[&never], Wait::new(Duration::from_secs(5), None)) {
+            Err(Stop::Io(e)) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+                let log = dir.path().join("serial.log");
+                assert!(e.to_string().contains(log.to_str().unwrap()), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
