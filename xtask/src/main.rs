@@ -14,6 +14,7 @@ mod diagnose;
 mod doctor;
 mod exit;
 mod fixture;
+mod interrupt;
 mod nix;
 mod process;
 mod project;

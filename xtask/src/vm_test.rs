@@ -119,7 +119,7 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(d) = &args.run_dir {
         refuse_used_run_dir(d)?;
     }
-    crate::vm::interrupt::install();
+    let _interrupt = crate::interrupt::Guard::install();
     let start = Instant::now();
     let started_at = jiff::Timestamp::now();
     // Not being able to record is the host's problem (exit 3), named with path and OS error.
@@ -196,10 +196,9 @@ fn panic_failure(phase: Phase, panic: &(dyn std::any::Any + Send)) -> Failure {
 }
 
 /// Why no image could be chosen. Ctrl-C during a build is the interruption, not a broken
-/// image: either our handler saw it, or the builder's own handler returned exit 130.
-fn image_failure(e: anyhow::Error) -> Failure {
-    let interrupted = e.downcast_ref::<exit::Exit>().is_some_and(|x| x.code == exit::INTERRUPTED);
-    if interrupted || crate::vm::interrupted() {
+/// image (`interrupted`: the one interrupt flag, which the build's own wait loop obeys too).
+fn image_failure(e: anyhow::Error, interrupted: bool) -> Failure {
+    if interrupted {
         Failure::interrupted(Phase::Qemu)
     } else {
         Failure::infra(Phase::Qemu, "image-missing", format!("{e:#}"))
@@ -235,7 +234,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     let infra = |finding: &str, e: anyhow::Error| Failure::infra(Phase::Qemu, finding, format!("{e:#}"));
 
     // The image.
-    let chosen = choose_image(args, progress).map_err(image_failure)?;
+    let chosen = choose_image(args, progress).map_err(|e| image_failure(e, crate::interrupt::interrupted()))?;
     let iso = Utf8PathBuf::from(&chosen.path);
     rec.image = chosen;
     let _ = rec.write();
@@ -279,7 +278,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         other => (other.to_string(), "chosen with --accel".to_string()),
     };
     progress.note(&format!("accel {accel}: {reason}"));
-    if crate::vm::interrupted() {
+    if crate::interrupt::interrupted() {
         return Err(Failure::interrupted(Phase::Qemu));
     }
 
@@ -668,8 +667,10 @@ mod tests {
     fn ctrl_c_during_the_image_build_is_an_interruption() {
         let build =
             anyhow::Error::from(exit::Exit { code: exit::INTERRUPTED, message: "nix build interrupted".into() });
-        assert_eq!(image_failure(build).outcome, Outcome::Interrupted);
-        let missing = image_failure(exit::infra("no such file"));
+        assert_eq!(image_failure(build, true).outcome, Outcome::Interrupted);
+        // A fixture build whose tool died of the terminal's Ctrl-C fails with its own error.
+        assert_eq!(image_failure(exit::infra("xorriso: killed"), true).outcome, Outcome::Interrupted);
+        let missing = image_failure(exit::infra("no such file"), false);
         assert_eq!((missing.outcome, missing.finding.as_str()), (Outcome::Infra, "image-missing"));
     }
 

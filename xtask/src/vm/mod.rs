@@ -3,7 +3,6 @@
 
 pub mod boot;
 pub mod checks;
-pub mod interrupt;
 pub mod login;
 pub mod preflight;
 pub mod progress;
@@ -14,5 +13,3 @@ pub mod serial;
 pub mod shell;
 pub mod transcript;
 pub mod verdict;
-
-pub use interrupt::interrupted;

@@ -156,7 +156,7 @@ pub fn listen(path: &Utf8Path) -> Result<UnixListener> {
 pub fn accept(listener: &UnixListener, timeout: Duration, alive: &mut dyn FnMut() -> bool) -> Result<UnixStream, Stop> {
     let end = Instant::now() + timeout;
     loop {
-        if crate::vm::interrupted() {
+        if crate::interrupt::interrupted() {
             return Err(Stop::Interrupted);
         }
         match poll_fd(listener.as_raw_fd(), Duration::from_millis(100)) {
@@ -482,7 +482,7 @@ impl Serial {
     /// Reads whatever arrives for `d` (used to collect evidence after a failure).
     pub fn drain_for(&mut self, d: Duration) {
         let end = Instant::now() + d;
-        while !self.eof && Instant::now() < end && !crate::vm::interrupted() {
+        while !self.eof && Instant::now() < end && !crate::interrupt::interrupted() {
             if self.pump(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(200))).is_err() {
                 break;
             }
@@ -506,7 +506,7 @@ impl Serial {
     }
 
     fn should_stop(&mut self, wait: Wait, started: Instant) -> Option<Stop> {
-        if crate::vm::interrupted() {
+        if crate::interrupt::interrupted() {
             return Some(Stop::Interrupted);
         }
         if let Some((f, at)) = self.fatal.clone() {
