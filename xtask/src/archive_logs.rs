@@ -1,7 +1,7 @@
 //! `cargo xtask archive-logs [RUN_DIR | --latest] [--dry-run]` — files a vm-test run into the
 //! repository so its evidence is kept, findable and readable:
 //!
-//! - `docs/boot-logs/<UTC>-serial.log`: the serial log cleaned for humans by `clean.rs` (every
+//! - `docs/boot-logs/<UTC>-serial.log`: the serial log cleaned for humans by `strip_escapes.rs` (every
 //!   escape family incl. charset switches and SO/SI removed, CRLF → LF, invalid UTF-8 → U+FFFD);
 //! - `docs/test-reports/<UTC>-boot-image-vm-test.log` (transcript) and `.md` (report);
 //! - one JSON line per run in `docs/test-reports/ledger.jsonl`;
@@ -21,7 +21,7 @@
 use crate::diagnose::{truncate, Phase};
 use crate::project::Symlinks;
 use crate::ui::human_bytes;
-use crate::{clean, exit, project, stats};
+use crate::{exit, project, stats, strip_escapes};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use regex::Regex;
@@ -190,19 +190,19 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         if bytes.is_empty() {
             notes.push(format!("{src} is empty: the guest printed nothing (QEMU's own errors are in qemu.stderr.log)"));
         }
-        let text = prepare(&clean::clean_all(bytes), src, &mut redactions, &mut notes);
+        let text = prepare(&strip_escapes::clean_all(bytes), src, &mut redactions, &mut notes);
         files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
     }
     let transcript = run_dir.join("transcript.log");
     if let Some(bytes) = read_run_file(&transcript)? {
-        let text = prepare(&clean::clean_all(&bytes), &transcript, &mut redactions, &mut notes);
+        let text = prepare(&strip_escapes::clean_all(&bytes), &transcript, &mut redactions, &mut notes);
         files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
     } else {
         notes.push("the run has no transcript.log".into());
     }
     let report_src = run_dir.join("report.md");
     let report = match read_run_file(&report_src)? {
-        Some(bytes) => Some(clean::clean_all(&bytes)),
+        Some(bytes) => Some(strip_escapes::clean_all(&bytes)),
         None => metadata.as_ref().map(crate::vm::report::markdown),
     };
     match report {
@@ -242,7 +242,7 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(unreadable(&ledger_path, e)),
     };
-    let serial_clean = serial_bytes.as_deref().map(clean::clean_all);
+    let serial_clean = serial_bytes.as_deref().map(strip_escapes::clean_all);
     let line = ledger_line(&stamp, metadata.as_ref(), serial_clean.as_deref(), &targets, docs, redactions.total());
     let mut entries = parse_ledger(&existing, &ledger_path, &mut notes);
     // A run already in the ledger keeps its line: the ledger is append-only history (a

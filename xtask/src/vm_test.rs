@@ -14,7 +14,7 @@ use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
 use crate::vm::record::{Image, Record};
 use crate::vm::serial::{self, Serial, Stop, Wait};
-use crate::vm::shell::Guest;
+use crate::vm::guest::Guest;
 use crate::vm::transcript::Transcript;
 use crate::vm::verdict::{Failure, Outcome};
 use crate::{exit, project, ui};

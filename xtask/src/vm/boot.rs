@@ -5,7 +5,7 @@
 use crate::diagnose::Phase;
 use crate::vm::record::Record;
 use crate::vm::serial::Wait;
-use crate::vm::shell::Guest;
+use crate::vm::guest::Guest;
 use crate::vm::verdict::Failure;
 use regex::Regex;
 use std::sync::LazyLock;

@@ -7,7 +7,7 @@ use crate::diagnose::Phase;
 use crate::vm::login::command_failure;
 use crate::vm::record::{Check, Record};
 use crate::vm::serial::{Stop, Wait};
-use crate::vm::shell::{Guest, Output};
+use crate::vm::guest::{Guest, Output};
 use crate::vm::verdict::Failure;
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 use crate::diagnose::Phase;
 use crate::vm::boot::Greeting;
 use crate::vm::serial::{Stop, Wait};
-use crate::vm::shell::Guest;
+use crate::vm::guest::Guest;
 use crate::vm::verdict::Failure;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -236,7 +236,7 @@ fn stop(phase: Phase, s: Stop, guest: &mut Guest, what: &str) -> Failure {
 }
 
 /// A framed command that did not come back: silence means the guest hung.
-pub fn command_failure(phase: Phase, f: crate::vm::shell::Failed, guest: &mut Guest) -> Failure {
+pub fn command_failure(phase: Phase, f: crate::vm::guest::Failed, guest: &mut Guest) -> Failure {
     let what = format!("running `{}`", f.command);
     match f.stop {
         Stop::Deadline if f.bytes_during == 0 => Failure::fail(

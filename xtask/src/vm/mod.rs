@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod checks;
+pub mod guest;
 pub mod login;
 pub mod preflight;
 pub mod progress;
@@ -10,6 +11,5 @@ pub mod qemu;
 pub mod record;
 pub mod report;
 pub mod serial;
-pub mod shell;
 pub mod transcript;
 pub mod verdict;

@@ -1,9 +1,9 @@
 //! The serial line: QEMU connects to a socket the harness already listens on; bytes are read
-//! with `poll()` then `read()`, teed raw to `serial.log`, cleaned once by `crate::clean::Cleaner`
+//! with `poll()` then `read()`, teed raw to `serial.log`, cleaned once by `crate::strip_escapes::Cleaner`
 //! (→ `serial.txt` and the match buffer), and fed line by line to `crate::diagnose::Detector`.
 //! `expect` matches precompiled regexes on clean text only, with a deadline and a stall window.
 
-use crate::clean::Cleaner;
+use crate::strip_escapes::Cleaner;
 use crate::diagnose::{Detector, Finding};
 use crate::vm::progress::Progress;
 use crate::vm::qemu::Paused;
