@@ -8,9 +8,9 @@
 //! regular file (a FIFO, `/dev/zero`) is refused unless it comes through `-`. Exit 0 when no
 //! failure was found, 1 when a failure signature was found, 3 when the file cannot be read.
 
-use crate::strip_escapes::Cleaner;
 use crate::diagnose::{self, truncate, Detector, Finding, Kind, TimelineEntry, MATCH_PREFIX};
 use crate::project::{self, Symlinks};
+use crate::strip_escapes::Cleaner;
 use crate::{exit, ui};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};

@@ -21,6 +21,7 @@
 use crate::diagnose::{truncate, Phase};
 use crate::project::Symlinks;
 use crate::ui::human_bytes;
+use crate::vm::record::{CheckStatus, PhaseStatus, RunOutcome, RunRecord};
 use crate::{exit, project, stats, strip_escapes};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
@@ -149,7 +150,7 @@ pub fn latest_run() -> Result<Utf8PathBuf> {
     // A run still in progress would be archived half-done (and its finished files later
     // refused as different): skip it, and say so.
     while let Some(run) = runs.pop() {
-        let running = read_metadata(&run).ok().flatten().is_some_and(|m| m["outcome"] == "running");
+        let running = read_metadata(&run).ok().flatten().is_some_and(|m| m.outcome == Some(RunOutcome::Running));
         if !running {
             return Ok(run);
         }
@@ -327,10 +328,10 @@ fn read_run_file(path: &Utf8Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-fn read_metadata(run_dir: &Utf8Path) -> Result<Option<Value>> {
+fn read_metadata(run_dir: &Utf8Path) -> Result<Option<RunRecord>> {
     let path = run_dir.join("metadata.json");
     match read_run_file(&path)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
+        Some(bytes) => RunRecord::from_json(&bytes)
             .map(Some)
             .map_err(|e| exit::infra(format!("{path} is not valid JSON ({e}); fix or remove it, then archive again"))),
         None => Ok(None),
@@ -363,10 +364,10 @@ static STAMP: LazyLock<Regex> =
 
 /// `<UTC>` of the archive names: the run's start from metadata.json, else the directory name.
 /// A directory suffixed `-N` (two runs started in the same second) keeps its suffix.
-fn run_stamp(run_dir: &Utf8Path, metadata: Option<&Value>) -> Result<String> {
+fn run_stamp(run_dir: &Utf8Path, metadata: Option<&RunRecord>) -> Result<String> {
     let dir_name = run_dir.file_name().unwrap_or_default();
     let started = metadata
-        .and_then(|m| m["started_at"].as_str())
+        .and_then(|m| m.started_at.as_deref())
         .and_then(|s| s.parse::<jiff::Timestamp>().ok())
         .map(project::utc_stamp);
     match started {
@@ -570,12 +571,6 @@ const MAX_FIELD: usize = 200;
 /// Most finding ids kept in a ledger line (the catalogue has about 40).
 const MAX_FINDINGS: usize = 64;
 
-/// A string of metadata.json cut at `MAX_FIELD` bytes (an ellipsis marks the cut);
-/// anything else (a number, an object, a 5 MB array) is null.
-fn bounded_text(v: &Value) -> Value {
-    v.as_str().map_or(Value::Null, |s| Value::String(bounded(s)))
-}
-
 fn bounded(s: &str) -> String {
     match truncate(s, MAX_FIELD) {
         cut if cut.len() < s.len() => format!("{cut}…"),
@@ -583,36 +578,26 @@ fn bounded(s: &str) -> String {
     }
 }
 
-/// A number of metadata.json, else null.
-fn number(v: &Value) -> Value {
-    if v.is_number() {
-        v.clone()
-    } else {
-        Value::Null
-    }
-}
-
 /// One ledger line: what is needed to compare runs over time. Values from metadata.json are
 /// bounded: the run directory is input, the ledger is committed.
 fn ledger_line(
     stamp: &str,
-    meta: Option<&Value>,
+    meta: Option<&RunRecord>,
     serial: Option<&str>,
     targets: &[Target],
     docs: &Utf8Path,
     redactions: usize,
 ) -> Value {
-    let null = Value::Null;
-    let m = meta.unwrap_or(&null);
+    let default = RunRecord::default();
+    let m = meta.unwrap_or(&default);
     let analysis = serial.map(crate::analyze::analyze_clean);
     // Finding ids: vm-test's (they include harness-only ones), else what the serial log shows.
     let mut findings: Vec<String> = Vec::new();
-    let from_meta = m["findings"].as_array().is_some();
-    if let Some(id) = m["verdict"]["finding"].as_str() {
-        findings.push(bounded(id));
+    if let Some(v) = &m.verdict {
+        findings.push(bounded(&v.finding));
     }
-    if let Some(list) = m["findings"].as_array() {
-        for id in list.iter().filter_map(|f| f["id"].as_str()).map(bounded) {
+    if let Some(list) = &m.findings {
+        for id in list.iter().map(|f| bounded(&f.id)) {
             if findings.len() == MAX_FINDINGS {
                 break;
             }
@@ -628,18 +613,13 @@ fn ledger_line(
         }
     }
     let mut phases = serde_json::Map::new();
-    for p in m["phases"].as_array().into_iter().flatten() {
-        let status = p["status"].as_str().unwrap_or("ok");
-        // Only the phases there are: a phase name is a JSON key here and a row of the index.
-        let phase = Phase::ALL.into_iter().find(|ph| p["phase"] == ph.name());
-        if let (Some(phase), Some(secs), true) = (phase, p["seconds"].as_f64(), status != "not-reached") {
-            phases.insert(phase.name().to_string(), json!({"seconds": secs, "status": bounded(status)}));
-        }
+    for p in m.phases.iter().filter(|p| p.status != PhaseStatus::NotReached) {
+        phases.insert(p.phase.name().to_string(), json!({"seconds": p.seconds, "status": p.status.name()}));
     }
-    let outcome = match m["outcome"].as_str() {
-        Some("running") => "unfinished".to_string(),
-        Some(o) => bounded(o),
-        None => "unknown".to_string(),
+    let outcome = match m.outcome {
+        Some(RunOutcome::Running) => "unfinished",
+        Some(o) => o.name(),
+        None => "unknown",
     };
     let rel = |suffix: &str| {
         targets
@@ -648,30 +628,34 @@ fn ledger_line(
             .and_then(|t| t.path.strip_prefix(docs).ok())
             .map(|p| p.as_str().to_string())
     };
-    let image = &m["image"];
+    // Without metadata.json nothing is known of the image or QEMU: nulls, not empty strings.
+    let known = |f: &dyn Fn(&RunRecord) -> &str| meta.map(|m| bounded(f(m)));
+    let image = &m.image;
+    let bounded_opt = |v: &Option<String>| v.as_deref().map(bounded);
     json!({
         "schema": 1,
         "run": stamp,
-        "timestamp": m["started_at"].as_str().map(bounded).unwrap_or_else(|| stamp_to_rfc3339(stamp)),
-        "finished_at": bounded_text(&m["finished_at"]),
+        "timestamp": m.started_at.as_deref().map(bounded).unwrap_or_else(|| stamp_to_rfc3339(stamp)),
+        "finished_at": bounded_opt(&m.finished_at),
         "outcome": outcome,
-        "exit_code": number(&m["exit_code"]),
-        "verdict": bounded_text(&m["verdict"]["finding"]),
-        "verdict_phase": bounded_text(&m["verdict"]["phase"]),
+        "exit_code": m.exit_code,
+        "verdict": m.verdict.as_ref().map(|v| bounded(&v.finding)),
+        "verdict_phase": m.verdict.as_ref().map(|v| v.phase.name()),
         "findings": findings,
-        "findings_source": if from_meta { "metadata" } else { "serial" },
+        "findings_source": if m.findings.is_some() { "metadata" } else { "serial" },
         "furthest_phase": analysis.as_ref().map(|a| a.phase.name()),
         "phases": phases,
-        "total_seconds": number(&m["total_seconds"]),
+        "total_seconds": m.total_seconds,
         "iso": {
-            "path": bounded_text(&image["path"]), "size_bytes": number(&image["size_bytes"]),
-            "source": bounded_text(&image["source"]), "fault": bounded_text(&image["fault"]),
-            "store_path": bounded_text(&image["store_path"]), "nar_hash": bounded_text(&image["nar_hash"]),
+            "path": known(&|m| &m.image.path), "size_bytes": meta.map(|_| image.size_bytes),
+            "source": known(&|m| &m.image.source), "fault": bounded_opt(&image.fault),
+            "store_path": bounded_opt(&image.store_path), "nar_hash": bounded_opt(&image.nar_hash),
         },
-        "accel": bounded_text(&m["qemu"]["accel"]),
-        "qemu_version": bounded_text(&m["qemu"]["version"]),
+        "accel": known(&|m| &m.qemu.accel),
+        "qemu_version": known(&|m| &m.qemu.version),
         "checks": {
-            "pass": count_checks(m, "pass"), "fail": count_checks(m, "fail"), "skip": count_checks(m, "skip"),
+            "pass": count_checks(m, CheckStatus::Pass), "fail": count_checks(m, CheckStatus::Fail),
+            "skip": count_checks(m, CheckStatus::Skip),
         },
         "files": {
             "serial": rel("-serial.log"),
@@ -682,8 +666,8 @@ fn ledger_line(
     })
 }
 
-fn count_checks(m: &Value, status: &str) -> usize {
-    m["checks"].as_array().map_or(0, |c| c.iter().filter(|c| c["status"] == status).count())
+fn count_checks(m: &RunRecord, status: CheckStatus) -> usize {
+    m.checks.iter().filter(|c| c.status == status).count()
 }
 
 /// `2026-11-25T18-18-17Z[-N]` → `2026-11-25T18:18:17Z`.
@@ -1002,7 +986,7 @@ mod tests {
 
     #[test]
     fn stamps_from_metadata_or_directory() {
-        let m = json!({"started_at": "2026-11-25T18:18:17Z"});
+        let m = RunRecord { started_at: Some("2026-11-25T18:18:17Z".into()), ..Default::default() };
         assert_eq!(run_stamp(Utf8Path::new("/x/whatever"), Some(&m)).unwrap(), "2026-11-25T18-18-17Z");
         assert_eq!(run_stamp(Utf8Path::new("/x/2026-11-25T18-18-17Z-1"), Some(&m)).unwrap(), "2026-11-25T18-18-17Z-1");
         assert_eq!(run_stamp(Utf8Path::new("/x/2026-11-25T18-18-17Z"), None).unwrap(), "2026-11-25T18-18-17Z");

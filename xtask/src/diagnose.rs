@@ -13,11 +13,11 @@
 //! line is an echoed command and is not matched, unless it looks like a console broadcast.
 
 use regex::{Regex, RegexSet};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 
 /// Boot phases in the order a healthy run passes them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     #[default]
@@ -132,7 +132,7 @@ impl Finding {
 }
 
 /// When the detector first saw a phase.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TimelineEntry {
     pub phase: Phase,
     pub line: usize,

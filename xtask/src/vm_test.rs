@@ -8,13 +8,13 @@
 use crate::diagnose::{Finding, Phase};
 use crate::vm::boot;
 use crate::vm::checks;
+use crate::vm::guest::Guest;
 use crate::vm::login::{self, Credentials};
 use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
-use crate::vm::record::{Image, Record};
+use crate::vm::record::{CheckStatus, Image, Milestone, PhaseStatus, Record, SeenLine, SerialSummary, TimeoutSecs};
 use crate::vm::serial::{self, Serial, Stop, Wait};
-use crate::vm::guest::Guest;
 use crate::vm::transcript::Transcript;
 use crate::vm::verdict::{Failure, Outcome};
 use crate::{exit, project, ui};
@@ -136,11 +136,16 @@ pub fn run(args: Args) -> Result<u8> {
     let fancy = ui::fancy_stderr();
     let mut rec = Record::new(dir.clone(), started_at, start);
     let t = Timeouts::from(&args);
-    rec.timeouts = serde_json::json!({
-        "boot": t.boot.boot.as_secs(), "stall": t.boot.stall.as_secs(), "init_stall": t.boot.init_stall.as_secs(),
-        "login_step": t.login.step.as_secs(), "command": t.checks.command.as_secs(),
-        "storage": t.checks.storage.as_secs(), "unit": t.checks.unit.as_secs(),
-        "network": t.checks.network.as_secs(), "serial_line": t.checks.serial_line.as_secs(),
+    rec.timeouts = Some(TimeoutSecs {
+        boot: t.boot.boot.as_secs(),
+        stall: t.boot.stall.as_secs(),
+        init_stall: t.boot.init_stall.as_secs(),
+        login_step: t.login.step.as_secs(),
+        command: t.checks.command.as_secs(),
+        storage: t.checks.storage.as_secs(),
+        unit: t.checks.unit.as_secs(),
+        network: t.checks.network.as_secs(),
+        serial_line: t.checks.serial_line.as_secs(),
     });
     eprintln!("vm-test: run directory {dir}");
     let _ = rec.write();
@@ -411,12 +416,12 @@ fn session(
     }
     rec.findings.extend(guest.serial.findings().iter().cloned());
     let timeline: Vec<_> = guest.serial.detector().timeline().to_vec();
-    rec.serial = serde_json::json!({
-        "bytes": guest.serial.bytes,
-        "dropped_from_match_buffer": guest.serial.dropped,
-        "last_lines": guest.serial.tail(15),
-        "timeline": timeline,
-        "lan_line": guest.serial.seen(checks::LAN_LINE).map(|(l, t)| serde_json::json!({"line": l, "text": t})),
+    rec.serial = Some(SerialSummary {
+        bytes: guest.serial.bytes,
+        dropped_from_match_buffer: guest.serial.dropped,
+        last_lines: guest.serial.tail(15),
+        timeline,
+        lan_line: guest.serial.seen(checks::LAN_LINE).map(|(line, text)| SeenLine { line: *line, text: text.clone() }),
     });
     *progress = std::mem::replace(&mut guest.serial.progress, Progress::silent());
     result
@@ -434,7 +439,7 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
     let t = Timeouts::from(args);
     let greeting = boot::follow(guest, rec, &t.boot, vm.started)?;
     let user = login::login(guest, greeting, args.login.as_ref(), &t.login)?;
-    rec.milestone("prompt", vm.started.elapsed().as_secs_f64());
+    rec.milestone(Milestone::Prompt, vm.started.elapsed().as_secs_f64());
     rec.note(&format!("logged in as {user}"));
 
     guest.enter(rec, Phase::Shell);
@@ -443,12 +448,15 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
     guest.enter(rec, Phase::Root);
     let how = login::escalate(guest, uid, args.login.as_ref(), &t.login)?;
     rec.note(&format!("root proven by `id -u` = 0 ({how})"));
-    rec.milestone("root", vm.started.elapsed().as_secs_f64());
+    rec.milestone(Milestone::Root, vm.started.elapsed().as_secs_f64());
 
     guest.enter(rec, Phase::Checks);
     checks::run_all(guest, rec, &t.checks)?;
-    let failed_check =
-        rec.checks.iter().find(|c| c.status == "fail").map(|c| (c.name.clone(), c.finding.clone(), c.detail.clone()));
+    let failed_check = rec
+        .checks
+        .iter()
+        .find(|c| c.status == CheckStatus::Fail)
+        .map(|c| (c.name.clone(), c.finding.clone(), c.detail.clone()));
 
     if args.keep {
         rec.end_current();
@@ -607,32 +615,31 @@ fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
 fn print_summary(rec: &Record) {
     let mut out = String::new();
     let fancy = ui::fancy_stdout();
-    let reached = rec.phases().iter().any(|p| p.status != "not-reached");
+    let reached = rec.phases().iter().any(|p| p.status != PhaseStatus::NotReached);
     if reached {
         say!(out);
         say!(out, "{:<12} {:>9}  status", "phase", "seconds");
         for p in rec.phases() {
             let tone = match p.status {
-                "ok" => ui::Tone::Good,
-                "failed" => ui::Tone::Bad,
+                PhaseStatus::Ok => ui::Tone::Good,
+                PhaseStatus::Failed => ui::Tone::Bad,
                 _ => ui::Tone::Dim,
             };
-            say!(out, "{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status));
+            say!(out, "{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status.name()));
         }
     }
     if !rec.checks.is_empty() {
         say!(out);
         for c in &rec.checks {
             let tone = match c.status {
-                "pass" => ui::Tone::Good,
-                "fail" => ui::Tone::Bad,
-                _ => ui::Tone::Dim,
+                CheckStatus::Pass => ui::Tone::Good,
+                CheckStatus::Fail => ui::Tone::Bad,
+                CheckStatus::Skip => ui::Tone::Dim,
             };
-            say!(out, "check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status), c.detail);
+            say!(out, "check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status.name()), c.detail);
         }
     }
     say!(out);
-    let meta = rec.to_json();
     match &rec.failure {
         None => say!(out, "{} in {:.1} s", ui::paint(fancy, ui::Tone::Good, "PASS"), rec.total_seconds()),
         Some(f) => {
@@ -647,10 +654,10 @@ fn print_summary(rec: &Record) {
                 say!(out, "  cause: {}", sig.cause);
                 say!(out, "  fix:   {}", sig.fix);
             }
-            if let Some(lines) = meta["serial"]["last_lines"].as_array().filter(|l| !l.is_empty()) {
+            if let Some(lines) = rec.serial.as_ref().map(|s| &s.last_lines).filter(|l| !l.is_empty()) {
                 say!(out, "  last serial lines:");
-                for l in lines.iter().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
-                    say!(out, "    | {}", l.as_str().unwrap_or(""));
+                for l in &lines[lines.len().saturating_sub(8)..] {
+                    say!(out, "    | {l}");
                 }
             }
         }

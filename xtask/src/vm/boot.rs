@@ -3,9 +3,9 @@
 //! (e.g. `quiet` hides the kernel) is passed through in zero seconds.
 
 use crate::diagnose::Phase;
+use crate::vm::guest::Guest;
 use crate::vm::record::Record;
 use crate::vm::serial::Wait;
-use crate::vm::guest::Guest;
 use crate::vm::verdict::Failure;
 use regex::Regex;
 use std::sync::LazyLock;

@@ -7,8 +7,8 @@
 
 use crate::diagnose::Phase;
 use crate::vm::boot::Greeting;
-use crate::vm::serial::{Stop, Wait};
 use crate::vm::guest::Guest;
+use crate::vm::serial::{Stop, Wait};
 use crate::vm::verdict::Failure;
 use regex::Regex;
 use std::sync::LazyLock;

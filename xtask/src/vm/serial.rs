@@ -3,8 +3,8 @@
 //! (→ `serial.txt` and the match buffer), and fed line by line to `crate::diagnose::Detector`.
 //! `expect` matches precompiled regexes on clean text only, with a deadline and a stall window.
 
-use crate::strip_escapes::Cleaner;
 use crate::diagnose::{Detector, Finding};
+use crate::strip_escapes::Cleaner;
 use crate::vm::progress::Progress;
 use crate::vm::qemu::Paused;
 use anyhow::{Context, Result};

@@ -13,14 +13,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Fail => "fail",
-            Outcome::Infra => "infra",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Fail => crate::exit::FAILED,
