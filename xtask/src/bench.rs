@@ -8,7 +8,7 @@
 //! because a number is high.
 
 use crate::stats::median;
-use crate::vm::qemu::{self, Qemu, Spec};
+use crate::vm::machine;
 use crate::vm::record::{PhaseStatus, RunOutcome, RunRecord};
 use crate::{exit, project, ui};
 use anyhow::{bail, Context, Result};
@@ -103,7 +103,8 @@ fn harness_run(run_dir: &Utf8Path, image: &str, accel: &str) -> Result<RunRecord
 }
 
 /// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
-/// bare reader: seconds from spawn until the prompt bytes arrive.
+/// bare reader: seconds from spawn until the prompt bytes arrive. QEMU is started and cleaned
+/// up as vm-test's is (`vm::machine`).
 fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
     // Its QMP and serial sockets go here: private, like vm-test's run directories.
     project::private_run_dir(dir).with_context(|| format!("creating {dir}"))?;
@@ -111,37 +112,32 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
     if q.binary.is_empty() || meta.image.path.is_empty() {
         bail!("the harness run's metadata.json names no QEMU binary or ISO (QEMU never started)");
     }
-    // Unix socket paths must stay short: the same rule as vm-test's.
-    let (sock_dir, temporary) = qemu::socket_dir(dir)?;
-    let spec = Spec {
+    let options = machine::Options {
         binary: q.binary.as_str().into(),
         iso: meta.image.path.as_str().into(),
-        disk: dir.join("disk.qcow2"),
         accel: q.accel.clone(),
         memory_mib: q.memory_mib,
         cpus: q.cpus,
-        serial_sock: sock_dir.join("serial.sock"),
-        qmp_sock: sock_dir.join("qmp.sock"),
-        ssh_port: qemu::free_port()?,
-        reconnect_serial: false,
+        keep: false,
     };
-    qemu::create_disk(&spec.disk, "4G")?;
-    let listener = crate::vm::serial::listen(&spec.serial_sock)?;
-    let mut vm = Qemu::spawn(&spec, &dir.join("qemu.stderr.log"), false)?;
+    // Dropping the machine kills QEMU and removes the disk and sockets.
+    let mut machine = machine::prepare(dir, options)?.start(&dir.join("qemu.stderr.log"))?;
+    let started = machine.vm.started;
     let result = (|| -> Result<f64> {
-        let mut stream = crate::vm::serial::accept(&listener, Duration::from_secs(10), &mut || true)
+        let mut stream = machine
+            .accept(Duration::from_secs(10))
             .map_err(|e| anyhow::anyhow!("QEMU did not connect to the serial socket: {e:?}"))?;
         // Blocking reads with a timeout: the thread sleeps in the kernel, like the harness.
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         let mut seen = Vec::new();
         let mut buf = [0u8; 16384];
-        while vm.started.elapsed() < BASELINE_DEADLINE {
+        while started.elapsed() < BASELINE_DEADLINE {
             match stream.read(&mut buf) {
                 Ok(0) => bail!("QEMU closed the serial line before the prompt"),
                 Ok(n) => {
                     seen.extend_from_slice(&buf[..n]);
                     if seen.windows(PROMPT_BYTES.len()).any(|w| w == PROMPT_BYTES) {
-                        return Ok(vm.started.elapsed().as_secs_f64());
+                        return Ok(started.elapsed().as_secs_f64());
                     }
                     let keep = seen.len().saturating_sub(PROMPT_BYTES.len());
                     seen.drain(..keep);
@@ -152,12 +148,7 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
         }
         bail!("no prompt within {}s", BASELINE_DEADLINE.as_secs())
     })();
-    vm.kill();
-    let _ = fs_err::remove_file(&spec.disk);
-    let _ = fs_err::remove_file(&spec.serial_sock);
-    if temporary {
-        let _ = fs_err::remove_dir_all(&sock_dir);
-    }
+    drop(machine);
     result.with_context(|| format!("baseline boot (see {dir}/qemu.stderr.log)"))
 }
 

@@ -4,11 +4,13 @@
 //! console line `LAN IPv4 address:` seen on serial. A failed check carries its evidence.
 
 use crate::diagnose::Phase;
+use crate::vm::events::Event;
 use crate::vm::guest::{Guest, Output};
 use crate::vm::login::command_failure;
-use crate::vm::record::{Check, CheckStatus, Record};
+use crate::vm::record::{Check, CheckStatus};
 use crate::vm::serial::{Stop, Wait};
 use crate::vm::verdict::Failure;
+use camino::Utf8Path;
 use std::time::{Duration, Instant};
 
 pub const TOOLS: [&str; 4] = ["lsblk", "findmnt", "wipefs", "lvm"];
@@ -25,15 +27,17 @@ pub struct Timeouts {
     pub serial_line: Duration,
 }
 
-/// Runs every check (a failing check does not stop the others). `Err` only when the guest
-/// stops answering, QEMU exits or the user interrupts; failed checks are in `rec.checks`.
-pub fn run_all(guest: &mut Guest, rec: &mut Record, t: &Timeouts) -> Result<(), Failure> {
-    let mut c = Checker { guest, t, evidence_no: 0, dir: rec.dir.join("diagnostics") };
+/// Runs every check (a failing check does not stop the others), each reported as it starts
+/// and finishes; evidence goes under `run_dir/diagnostics`. `Err` only when the guest stops
+/// answering, QEMU exits or the user interrupts; failed checks are among those returned.
+pub fn run_all(guest: &mut Guest, run_dir: &Utf8Path, t: &Timeouts) -> Result<Vec<Check>, Failure> {
+    let mut c = Checker { guest, t, evidence_no: 0, dir: run_dir.join("diagnostics") };
+    let mut done = Vec::new();
     const CHECKS: [&str; 7] =
         ["tools", "storage-status", "lvm", "lan-ipv4", "pre-nixos-unit", "failed-units", "serial-lan-line"];
     for name in CHECKS {
         let started = Instant::now();
-        c.guest.serial.progress.note(&format!("check {name} …"));
+        c.guest.emit(Event::CheckStarted(name));
         let mut check = match name {
             "tools" => c.tools(),
             "storage-status" => c.storage_status(),
@@ -45,16 +49,14 @@ pub fn run_all(guest: &mut Guest, rec: &mut Record, t: &Timeouts) -> Result<(), 
         }?;
         check.name = name.to_string();
         check.seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
-        c.guest.transcript.log(&format!("check {name}: {} — {}", check.status, check.detail));
-        c.guest.serial.progress.note(&format!("check {name}: {} — {}", check.status, check.detail));
-        rec.checks.push(check);
-        let _ = rec.write();
+        c.guest.emit(Event::CheckFinished(&check));
+        done.push(check);
     }
-    Ok(())
+    Ok(done)
 }
 
-struct Checker<'a> {
-    guest: &'a mut Guest,
+struct Checker<'a, 's> {
+    guest: &'a mut Guest<'s>,
     t: &'a Timeouts,
     evidence_no: usize,
     dir: camino::Utf8PathBuf,
@@ -64,7 +66,7 @@ fn check(status: CheckStatus, detail: impl Into<String>) -> Check {
     Check { name: String::new(), status, detail: detail.into(), evidence: String::new(), seconds: 0.0, finding: None }
 }
 
-impl Checker<'_> {
+impl Checker<'_, '_> {
     fn run(&mut self, command: &str) -> Result<Output, Failure> {
         self.guest.run(command, self.t.command).map_err(|f| command_failure(Phase::Checks, f, self.guest))
     }
