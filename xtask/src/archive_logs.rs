@@ -161,7 +161,8 @@ pub fn latest_run() -> Result<Utf8PathBuf> {
     )))
 }
 
-/// Archives `run_dir` into `docs` (holding `boot-logs/` and `test-reports/`).
+/// Archives `run_dir` into `docs` (holding `boot-logs/` and `test-reports/`): collect the
+/// run's files, plan every target, add the ledger line and the index, then write.
 pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Result<Archived> {
     if !run_dir.is_dir() {
         return Err(exit::infra(format!(
@@ -170,55 +171,83 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     }
     let metadata = read_metadata(run_dir)?;
     let stamp = run_stamp(run_dir, metadata.as_ref())?;
-    let mut notes = Vec::new();
-    let mut redactions = Redactions::default();
-
-    // The three archived copies.
-    let (mut serial_src, mut serial_bytes) = (None, None);
-    for name in ["serial.log", "serial.txt"] {
-        let path = run_dir.join(name);
-        if let Some(bytes) = read_run_file(&path)? {
-            serial_src = Some(path);
-            serial_bytes = Some(bytes);
-            break;
-        }
-    }
-    if serial_src.is_none() {
-        notes.push("the run has no serial.log: no boot log archived".into());
-    }
-    let mut files: Vec<(Utf8PathBuf, String)> = Vec::new();
-    if let (Some(src), Some(bytes)) = (&serial_src, &serial_bytes) {
-        if bytes.is_empty() {
-            notes.push(format!("{src} is empty: the guest printed nothing (QEMU's own errors are in qemu.stderr.log)"));
-        }
-        let text = prepare(&strip_escapes::clean_all(bytes), src, &mut redactions, &mut notes);
-        files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
-    }
-    let transcript = run_dir.join("transcript.log");
-    if let Some(bytes) = read_run_file(&transcript)? {
-        let text = prepare(&strip_escapes::clean_all(&bytes), &transcript, &mut redactions, &mut notes);
-        files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
-    } else {
-        notes.push("the run has no transcript.log".into());
-    }
-    let report_src = run_dir.join("report.md");
-    let report = match read_run_file(&report_src)? {
-        Some(bytes) => Some(strip_escapes::clean_all(&bytes)),
-        None => metadata.as_ref().map(crate::vm::report::markdown),
-    };
-    match report {
-        Some(text) => {
-            let text = prepare(&text, &report_src, &mut redactions, &mut notes);
-            files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.md")), text));
-        }
-        None => notes.push("the run has neither report.md nor metadata.json: no report archived".into()),
-    }
+    let Collected { files, serial, redactions, mut notes } = collect(run_dir, docs, &stamp, metadata.as_ref())?;
 
     // From here to the last write, one archiver at a time: each reads the ledger, adds its
     // line and writes the ledger back, so two at once would lose a line.
     let _lock = if dry_run { None } else { Some(lock_docs(docs)?) };
 
-    // Decide every target before writing anything: a differing file refuses the whole run.
+    let mut targets = plan(files, run_dir)?;
+    let line = ledger_line(&stamp, metadata.as_ref(), serial.as_deref(), &targets, docs, redactions.total());
+    targets.extend(ledger_and_index(docs, line, &mut notes)?);
+    if redactions.total() > 0 {
+        notes.push(format!("redacted {}", redactions.describe()));
+    }
+    if !dry_run {
+        write(&targets)?;
+    }
+    Ok(Archived { stamp, run_dir: run_dir.to_path_buf(), targets, notes, dry_run })
+}
+
+/// The run's files as they will be archived (escapes stripped, secrets redacted, capped),
+/// each with its path under `docs`.
+struct Collected {
+    files: Vec<(Utf8PathBuf, String)>,
+    /// The serial log's clean text, uncapped (the ledger reads its findings).
+    serial: Option<String>,
+    redactions: Redactions,
+    notes: Vec<String>,
+}
+
+fn collect(run_dir: &Utf8Path, docs: &Utf8Path, stamp: &str, metadata: Option<&RunRecord>) -> Result<Collected> {
+    let mut c = Collected { files: Vec::new(), serial: None, redactions: Redactions::default(), notes: Vec::new() };
+    let mut serial_src = None;
+    for name in ["serial.log", "serial.txt"] {
+        let path = run_dir.join(name);
+        if let Some(bytes) = read_run_file(&path)? {
+            serial_src = Some((path, bytes));
+            break;
+        }
+    }
+    match serial_src {
+        Some((src, bytes)) => {
+            if bytes.is_empty() {
+                c.notes.push(format!(
+                    "{src} is empty: the guest printed nothing (QEMU's own errors are in qemu.stderr.log)"
+                ));
+            }
+            let clean = strip_escapes::clean_all(&bytes);
+            let text = prepare(&clean, &src, &mut c.redactions, &mut c.notes);
+            c.files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
+            c.serial = Some(clean);
+        }
+        None => c.notes.push("the run has no serial.log: no boot log archived".into()),
+    }
+    let transcript = run_dir.join("transcript.log");
+    if let Some(bytes) = read_run_file(&transcript)? {
+        let text = prepare(&strip_escapes::clean_all(&bytes), &transcript, &mut c.redactions, &mut c.notes);
+        c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
+    } else {
+        c.notes.push("the run has no transcript.log".into());
+    }
+    let report_src = run_dir.join("report.md");
+    let report = match read_run_file(&report_src)? {
+        Some(bytes) => Some(strip_escapes::clean_all(&bytes)),
+        None => metadata.map(crate::vm::report::markdown),
+    };
+    match report {
+        Some(text) => {
+            let text = prepare(&text, &report_src, &mut c.redactions, &mut c.notes);
+            c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.md")), text));
+        }
+        None => c.notes.push("the run has neither report.md nor metadata.json: no report archived".into()),
+    }
+    Ok(c)
+}
+
+/// What happens to each archived copy, decided before anything is written: an existing file
+/// with different content refuses the whole run.
+fn plan(files: Vec<(Utf8PathBuf, String)>, run_dir: &Utf8Path) -> Result<Vec<Target>> {
     let mut targets = Vec::new();
     for (path, text) in files {
         let action = match std::fs::read(&path) {
@@ -234,8 +263,12 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         };
         targets.push(Target { path, action, bytes: text.len(), contents: text.into_bytes() });
     }
+    Ok(targets)
+}
 
-    // The ledger line and the index generated from the whole ledger.
+/// The ledger with this run's `line` appended (a run already there keeps its first line: the
+/// ledger is append-only history), and the index generated from the whole ledger.
+fn ledger_and_index(docs: &Utf8Path, line: Value, notes: &mut Vec<String>) -> Result<[Target; 2]> {
     let reports = docs.join("test-reports");
     let ledger_path = reports.join("ledger.jsonl");
     let existing = match std::fs::read_to_string(&ledger_path) {
@@ -243,22 +276,16 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(unreadable(&ledger_path, e)),
     };
-    let serial_clean = serial_bytes.as_deref().map(strip_escapes::clean_all);
-    let line = ledger_line(&stamp, metadata.as_ref(), serial_clean.as_deref(), &targets, docs, redactions.total());
-    let mut entries = parse_ledger(&existing, &ledger_path, &mut notes);
-    // A run already in the ledger keeps its line: the ledger is append-only history (a
-    // newer detector may read the same log differently; the archived copies were compared above).
-    match entries.iter().find(|e| e["run"] == line["run"]) {
+    let mut entries = parse_ledger(&existing, &ledger_path, notes);
+    // A newer detector may read the same log differently; the archived copies were compared
+    // before, so the first line stays.
+    let ledger = match entries.iter().find(|e| e["run"] == line["run"]) {
         Some(old) => {
             if *old != line {
-                notes.push(format!("{ledger_path} already has run {stamp}; its line is kept as first written"));
+                let run = line["run"].as_str().unwrap_or_default();
+                notes.push(format!("{ledger_path} already has run {run}; its line is kept as first written"));
             }
-            targets.push(Target {
-                path: ledger_path.clone(),
-                action: Action::Unchanged,
-                bytes: existing.len(),
-                contents: Vec::new(),
-            });
+            Target { path: ledger_path, action: Action::Unchanged, bytes: existing.len(), contents: Vec::new() }
         }
         None => {
             let mut text = existing.clone();
@@ -269,9 +296,9 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
             text.push('\n');
             entries.push(line);
             let action = if existing.is_empty() { Action::Create } else { Action::Update };
-            targets.push(Target { path: ledger_path.clone(), action, bytes: text.len(), contents: text.into_bytes() });
+            Target { path: ledger_path, action, bytes: text.len(), contents: text.into_bytes() }
         }
-    }
+    };
     let index_path = reports.join("README.md");
     let index = render_index(&entries);
     let action = match std::fs::read(&index_path) {
@@ -279,27 +306,23 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         Ok(_) => Action::Update,
         Err(_) => Action::Create,
     };
-    targets.push(Target { path: index_path, action, bytes: index.len(), contents: index.into_bytes() });
+    Ok([ledger, Target { path: index_path, action, bytes: index.len(), contents: index.into_bytes() }])
+}
 
-    if redactions.total() > 0 {
-        notes.push(format!("redacted {}", redactions.describe()));
+/// Writes every target that changes, atomically, creating directories as needed.
+fn write(targets: &[Target]) -> Result<()> {
+    for t in targets.iter().filter(|t| t.action != Action::Unchanged) {
+        fs_err::create_dir_all(t.path.parent().expect("targets live in a directory"))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| project::write_atomic(&t.path, &t.contents))
+            .map_err(|e| {
+                exit::infra(format!(
+                    "cannot write {}: {e:#}; files listed before it were written, archiving again completes the rest",
+                    t.path
+                ))
+            })?;
     }
-    if !dry_run {
-        for t in &targets {
-            if t.action != Action::Unchanged {
-                fs_err::create_dir_all(t.path.parent().expect("targets live in a directory"))
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| project::write_atomic(&t.path, &t.contents))
-                    .map_err(|e| {
-                        exit::infra(format!(
-                            "cannot write {}: {e:#}; files listed before it were written, archiving again completes the rest",
-                            t.path
-                        ))
-                    })?;
-            }
-        }
-    }
-    Ok(Archived { stamp, run_dir: run_dir.to_path_buf(), targets, notes, dry_run })
+    Ok(())
 }
 
 /// An input or target that cannot be read is an infrastructure error (exit 3), as `--help` says.
