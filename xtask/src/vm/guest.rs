@@ -180,6 +180,38 @@ pub fn parse_uid(text: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
+    /// The layers below vm-test report to their sink and write nothing but the serial logs:
+    /// no transcript, no record, no terminal output of their own.
+    #[test]
+    fn the_guest_reports_to_its_sink_only() {
+        use crate::vm::events::Sink;
+        use std::io::Write;
+        struct Recorder(std::rc::Rc<std::cell::RefCell<Vec<String>>>);
+        impl Sink for Recorder {
+            fn event(&mut self, event: Event<'_>) {
+                self.0.borrow_mut().push(format!("{event:?}"));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = camino::Utf8Path::from_path(dir.path()).unwrap();
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let serial = Serial::new(ours, run_dir, Box::new(Recorder(seen.clone()))).unwrap();
+        let mut guest = Guest::new(serial);
+        guest.enter(Phase::Shell);
+        theirs.write_all(b"\x1b[1mboot line\x1b[0m\r\n").unwrap();
+        guest.serial.drain_for(Duration::from_millis(200));
+        guest.type_line("poweroff", "poweroff\n").unwrap();
+        drop(guest);
+        let seen = seen.borrow();
+        assert_eq!(seen[0], "Phase(Shell)");
+        assert!(seen.contains(&r#"Line("boot line")"#.to_string()), "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some(r#"Step("send: poweroff")"#));
+        let mut files: Vec<_> = std::fs::read_dir(run_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        files.sort();
+        assert_eq!(files, ["serial.log", "serial.txt"]);
+    }
+
     #[test]
     fn unframe_ignores_echo_and_broadcasts() {
         let raw = "{ id -u\nprintf '\\n%s=%s\\n' '__E_''q1x1' \"$?\"; } </dev/null 2>&1 | sed 's/^/q1''x1|/'\n\
