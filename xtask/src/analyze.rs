@@ -1,7 +1,7 @@
 //! `cargo xtask analyze FILE|- [--json]` — read a serial log offline: the boot timeline and the
 //! known failure signatures, with the same detector `vm-test` uses live (`diagnose`).
 //!
-//! Accepts raw logs (escapes, CRLF, invalid UTF-8: cleaned by `clean.rs`) and clean ones, a
+//! Accepts raw logs (escapes, CRLF, invalid UTF-8: cleaned by `strip_escapes.rs`) and clean ones, a
 //! vm-test run directory (its `serial.log`), or `-` for standard input; serial text,
 //! `journalctl` output or OCR'd screen text (`--source`, else told line by line). The log is streamed
 //! in 64 KiB pieces and only the first `MATCH_PREFIX` bytes of a line are kept (all the
@@ -9,9 +9,9 @@
 //! regular file (a FIFO, `/dev/zero`) is refused unless it comes through `-`. Exit 0 when no
 //! failure was found, 1 when a failure signature was found, 3 when the file cannot be read.
 
-use crate::clean::Cleaner;
 use crate::diagnose::{self, truncate, Detector, Finding, Kind, Source, TimelineEntry, MATCH_PREFIX};
 use crate::project::{self, Symlinks};
+use crate::strip_escapes::Cleaner;
 use crate::{exit, ui};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};

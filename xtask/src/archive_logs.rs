@@ -1,7 +1,7 @@
 //! `cargo xtask archive-logs [RUN_DIR | --latest] [--dry-run]` — files a vm-test run into the
 //! repository so its evidence is kept, findable and readable:
 //!
-//! - `docs/boot-logs/<UTC>-serial.log`: the serial log cleaned for humans by `clean.rs` (every
+//! - `docs/boot-logs/<UTC>-serial.log`: the serial log cleaned for humans by `strip_escapes.rs` (every
 //!   escape family incl. charset switches and SO/SI removed, CRLF → LF, invalid UTF-8 → U+FFFD);
 //! - `docs/test-reports/<UTC>-boot-image-vm-test.log` (transcript) and `.md` (report);
 //! - one JSON line per run in `docs/test-reports/ledger.jsonl`;
@@ -21,7 +21,8 @@
 use crate::diagnose::{truncate, Phase};
 use crate::project::Symlinks;
 use crate::ui::human_bytes;
-use crate::{clean, exit, project, stats};
+use crate::vm::record::{CheckStatus, PhaseStatus, RunOutcome, RunRecord};
+use crate::{exit, project, stats, strip_escapes};
 use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use regex::Regex;
@@ -149,7 +150,7 @@ pub fn latest_run() -> Result<Utf8PathBuf> {
     // A run still in progress would be archived half-done (and its finished files later
     // refused as different): skip it, and say so.
     while let Some(run) = runs.pop() {
-        let running = read_metadata(&run).ok().flatten().is_some_and(|m| m["outcome"] == "running");
+        let running = read_metadata(&run).ok().flatten().is_some_and(|m| m.outcome == Some(RunOutcome::Running));
         if !running {
             return Ok(run);
         }
@@ -160,7 +161,8 @@ pub fn latest_run() -> Result<Utf8PathBuf> {
     )))
 }
 
-/// Archives `run_dir` into `docs` (holding `boot-logs/` and `test-reports/`).
+/// Archives `run_dir` into `docs` (holding `boot-logs/` and `test-reports/`): collect the
+/// run's files, plan every target, add the ledger line and the index, then write.
 pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Result<Archived> {
     if !run_dir.is_dir() {
         return Err(exit::infra(format!(
@@ -169,55 +171,83 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
     }
     let metadata = read_metadata(run_dir)?;
     let stamp = run_stamp(run_dir, metadata.as_ref())?;
-    let mut notes = Vec::new();
-    let mut redactions = Redactions::default();
-
-    // The three archived copies.
-    let (mut serial_src, mut serial_bytes) = (None, None);
-    for name in ["serial.log", "serial.txt"] {
-        let path = run_dir.join(name);
-        if let Some(bytes) = read_run_file(&path)? {
-            serial_src = Some(path);
-            serial_bytes = Some(bytes);
-            break;
-        }
-    }
-    if serial_src.is_none() {
-        notes.push("the run has no serial.log: no boot log archived".into());
-    }
-    let mut files: Vec<(Utf8PathBuf, String)> = Vec::new();
-    if let (Some(src), Some(bytes)) = (&serial_src, &serial_bytes) {
-        if bytes.is_empty() {
-            notes.push(format!("{src} is empty: the guest printed nothing (QEMU's own errors are in qemu.stderr.log)"));
-        }
-        let text = prepare(&clean::clean_all(bytes), src, &mut redactions, &mut notes);
-        files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
-    }
-    let transcript = run_dir.join("transcript.log");
-    if let Some(bytes) = read_run_file(&transcript)? {
-        let text = prepare(&clean::clean_all(&bytes), &transcript, &mut redactions, &mut notes);
-        files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
-    } else {
-        notes.push("the run has no transcript.log".into());
-    }
-    let report_src = run_dir.join("report.md");
-    let report = match read_run_file(&report_src)? {
-        Some(bytes) => Some(clean::clean_all(&bytes)),
-        None => metadata.as_ref().map(crate::vm::report::markdown),
-    };
-    match report {
-        Some(text) => {
-            let text = prepare(&text, &report_src, &mut redactions, &mut notes);
-            files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.md")), text));
-        }
-        None => notes.push("the run has neither report.md nor metadata.json: no report archived".into()),
-    }
+    let Collected { files, serial, redactions, mut notes } = collect(run_dir, docs, &stamp, metadata.as_ref())?;
 
     // From here to the last write, one archiver at a time: each reads the ledger, adds its
     // line and writes the ledger back, so two at once would lose a line.
     let _lock = if dry_run { None } else { Some(lock_docs(docs)?) };
 
-    // Decide every target before writing anything: a differing file refuses the whole run.
+    let mut targets = plan(files, run_dir)?;
+    let line = ledger_line(&stamp, metadata.as_ref(), serial.as_deref(), &targets, docs, redactions.total());
+    targets.extend(ledger_and_index(docs, line, &mut notes)?);
+    if redactions.total() > 0 {
+        notes.push(format!("redacted {}", redactions.describe()));
+    }
+    if !dry_run {
+        write(&targets)?;
+    }
+    Ok(Archived { stamp, run_dir: run_dir.to_path_buf(), targets, notes, dry_run })
+}
+
+/// The run's files as they will be archived (escapes stripped, secrets redacted, capped),
+/// each with its path under `docs`.
+struct Collected {
+    files: Vec<(Utf8PathBuf, String)>,
+    /// The serial log's clean text, uncapped (the ledger reads its findings).
+    serial: Option<String>,
+    redactions: Redactions,
+    notes: Vec<String>,
+}
+
+fn collect(run_dir: &Utf8Path, docs: &Utf8Path, stamp: &str, metadata: Option<&RunRecord>) -> Result<Collected> {
+    let mut c = Collected { files: Vec::new(), serial: None, redactions: Redactions::default(), notes: Vec::new() };
+    let mut serial_src = None;
+    for name in ["serial.log", "serial.txt"] {
+        let path = run_dir.join(name);
+        if let Some(bytes) = read_run_file(&path)? {
+            serial_src = Some((path, bytes));
+            break;
+        }
+    }
+    match serial_src {
+        Some((src, bytes)) => {
+            if bytes.is_empty() {
+                c.notes.push(format!(
+                    "{src} is empty: the guest printed nothing (QEMU's own errors are in qemu.stderr.log)"
+                ));
+            }
+            let clean = strip_escapes::clean_all(&bytes);
+            let text = prepare(&clean, &src, &mut c.redactions, &mut c.notes);
+            c.files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
+            c.serial = Some(clean);
+        }
+        None => c.notes.push("the run has no serial.log: no boot log archived".into()),
+    }
+    let transcript = run_dir.join("transcript.log");
+    if let Some(bytes) = read_run_file(&transcript)? {
+        let text = prepare(&strip_escapes::clean_all(&bytes), &transcript, &mut c.redactions, &mut c.notes);
+        c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
+    } else {
+        c.notes.push("the run has no transcript.log".into());
+    }
+    let report_src = run_dir.join("report.md");
+    let report = match read_run_file(&report_src)? {
+        Some(bytes) => Some(strip_escapes::clean_all(&bytes)),
+        None => metadata.map(crate::vm::report::markdown),
+    };
+    match report {
+        Some(text) => {
+            let text = prepare(&text, &report_src, &mut c.redactions, &mut c.notes);
+            c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.md")), text));
+        }
+        None => c.notes.push("the run has neither report.md nor metadata.json: no report archived".into()),
+    }
+    Ok(c)
+}
+
+/// What happens to each archived copy, decided before anything is written: an existing file
+/// with different content refuses the whole run.
+fn plan(files: Vec<(Utf8PathBuf, String)>, run_dir: &Utf8Path) -> Result<Vec<Target>> {
     let mut targets = Vec::new();
     for (path, text) in files {
         let action = match std::fs::read(&path) {
@@ -233,8 +263,12 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         };
         targets.push(Target { path, action, bytes: text.len(), contents: text.into_bytes() });
     }
+    Ok(targets)
+}
 
-    // The ledger line and the index generated from the whole ledger.
+/// The ledger with this run's `line` appended (a run already there keeps its first line: the
+/// ledger is append-only history), and the index generated from the whole ledger.
+fn ledger_and_index(docs: &Utf8Path, line: Value, notes: &mut Vec<String>) -> Result<[Target; 2]> {
     let reports = docs.join("test-reports");
     let ledger_path = reports.join("ledger.jsonl");
     let existing = match std::fs::read_to_string(&ledger_path) {
@@ -242,22 +276,16 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(unreadable(&ledger_path, e)),
     };
-    let serial_clean = serial_bytes.as_deref().map(clean::clean_all);
-    let line = ledger_line(&stamp, metadata.as_ref(), serial_clean.as_deref(), &targets, docs, redactions.total());
-    let mut entries = parse_ledger(&existing, &ledger_path, &mut notes);
-    // A run already in the ledger keeps its line: the ledger is append-only history (a
-    // newer detector may read the same log differently; the archived copies were compared above).
-    match entries.iter().find(|e| e["run"] == line["run"]) {
+    let mut entries = parse_ledger(&existing, &ledger_path, notes);
+    // A newer detector may read the same log differently; the archived copies were compared
+    // before, so the first line stays.
+    let ledger = match entries.iter().find(|e| e["run"] == line["run"]) {
         Some(old) => {
             if *old != line {
-                notes.push(format!("{ledger_path} already has run {stamp}; its line is kept as first written"));
+                let run = line["run"].as_str().unwrap_or_default();
+                notes.push(format!("{ledger_path} already has run {run}; its line is kept as first written"));
             }
-            targets.push(Target {
-                path: ledger_path.clone(),
-                action: Action::Unchanged,
-                bytes: existing.len(),
-                contents: Vec::new(),
-            });
+            Target { path: ledger_path, action: Action::Unchanged, bytes: existing.len(), contents: Vec::new() }
         }
         None => {
             let mut text = existing.clone();
@@ -268,9 +296,9 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
             text.push('\n');
             entries.push(line);
             let action = if existing.is_empty() { Action::Create } else { Action::Update };
-            targets.push(Target { path: ledger_path.clone(), action, bytes: text.len(), contents: text.into_bytes() });
+            Target { path: ledger_path, action, bytes: text.len(), contents: text.into_bytes() }
         }
-    }
+    };
     let index_path = reports.join("README.md");
     let index = render_index(&entries);
     let action = match std::fs::read(&index_path) {
@@ -278,27 +306,23 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
         Ok(_) => Action::Update,
         Err(_) => Action::Create,
     };
-    targets.push(Target { path: index_path, action, bytes: index.len(), contents: index.into_bytes() });
+    Ok([ledger, Target { path: index_path, action, bytes: index.len(), contents: index.into_bytes() }])
+}
 
-    if redactions.total() > 0 {
-        notes.push(format!("redacted {}", redactions.describe()));
+/// Writes every target that changes, atomically, creating directories as needed.
+fn write(targets: &[Target]) -> Result<()> {
+    for t in targets.iter().filter(|t| t.action != Action::Unchanged) {
+        fs_err::create_dir_all(t.path.parent().expect("targets live in a directory"))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| project::write_atomic(&t.path, &t.contents))
+            .map_err(|e| {
+                exit::infra(format!(
+                    "cannot write {}: {e:#}; files listed before it were written, archiving again completes the rest",
+                    t.path
+                ))
+            })?;
     }
-    if !dry_run {
-        for t in &targets {
-            if t.action != Action::Unchanged {
-                fs_err::create_dir_all(t.path.parent().expect("targets live in a directory"))
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| project::write_atomic(&t.path, &t.contents))
-                    .map_err(|e| {
-                        exit::infra(format!(
-                            "cannot write {}: {e:#}; files listed before it were written, archiving again completes the rest",
-                            t.path
-                        ))
-                    })?;
-            }
-        }
-    }
-    Ok(Archived { stamp, run_dir: run_dir.to_path_buf(), targets, notes, dry_run })
+    Ok(())
 }
 
 /// An input or target that cannot be read is an infrastructure error (exit 3), as `--help` says.
@@ -327,10 +351,10 @@ fn read_run_file(path: &Utf8Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-fn read_metadata(run_dir: &Utf8Path) -> Result<Option<Value>> {
+fn read_metadata(run_dir: &Utf8Path) -> Result<Option<RunRecord>> {
     let path = run_dir.join("metadata.json");
     match read_run_file(&path)? {
-        Some(bytes) => serde_json::from_slice(&bytes)
+        Some(bytes) => RunRecord::from_json(&bytes)
             .map(Some)
             .map_err(|e| exit::infra(format!("{path} is not valid JSON ({e}); fix or remove it, then archive again"))),
         None => Ok(None),
@@ -363,10 +387,10 @@ static STAMP: LazyLock<Regex> =
 
 /// `<UTC>` of the archive names: the run's start from metadata.json, else the directory name.
 /// A directory suffixed `-N` (two runs started in the same second) keeps its suffix.
-fn run_stamp(run_dir: &Utf8Path, metadata: Option<&Value>) -> Result<String> {
+fn run_stamp(run_dir: &Utf8Path, metadata: Option<&RunRecord>) -> Result<String> {
     let dir_name = run_dir.file_name().unwrap_or_default();
     let started = metadata
-        .and_then(|m| m["started_at"].as_str())
+        .and_then(|m| m.started_at.as_deref())
         .and_then(|s| s.parse::<jiff::Timestamp>().ok())
         .map(project::utc_stamp);
     match started {
@@ -570,12 +594,6 @@ const MAX_FIELD: usize = 200;
 /// Most finding ids kept in a ledger line (the catalogue has about 40).
 const MAX_FINDINGS: usize = 64;
 
-/// A string of metadata.json cut at `MAX_FIELD` bytes (an ellipsis marks the cut);
-/// anything else (a number, an object, a 5 MB array) is null.
-fn bounded_text(v: &Value) -> Value {
-    v.as_str().map_or(Value::Null, |s| Value::String(bounded(s)))
-}
-
 fn bounded(s: &str) -> String {
     match truncate(s, MAX_FIELD) {
         cut if cut.len() < s.len() => format!("{cut}…"),
@@ -583,36 +601,26 @@ fn bounded(s: &str) -> String {
     }
 }
 
-/// A number of metadata.json, else null.
-fn number(v: &Value) -> Value {
-    if v.is_number() {
-        v.clone()
-    } else {
-        Value::Null
-    }
-}
-
 /// One ledger line: what is needed to compare runs over time. Values from metadata.json are
 /// bounded: the run directory is input, the ledger is committed.
 fn ledger_line(
     stamp: &str,
-    meta: Option<&Value>,
+    meta: Option<&RunRecord>,
     serial: Option<&str>,
     targets: &[Target],
     docs: &Utf8Path,
     redactions: usize,
 ) -> Value {
-    let null = Value::Null;
-    let m = meta.unwrap_or(&null);
+    let default = RunRecord::default();
+    let m = meta.unwrap_or(&default);
     let analysis = serial.map(crate::analyze::analyze_clean);
     // Finding ids: vm-test's (they include harness-only ones), else what the serial log shows.
     let mut findings: Vec<String> = Vec::new();
-    let from_meta = m["findings"].as_array().is_some();
-    if let Some(id) = m["verdict"]["finding"].as_str() {
-        findings.push(bounded(id));
+    if let Some(v) = &m.verdict {
+        findings.push(bounded(&v.finding));
     }
-    if let Some(list) = m["findings"].as_array() {
-        for id in list.iter().filter_map(|f| f["id"].as_str()).map(bounded) {
+    if let Some(list) = &m.findings {
+        for id in list.iter().map(|f| bounded(&f.id)) {
             if findings.len() == MAX_FINDINGS {
                 break;
             }
@@ -628,18 +636,13 @@ fn ledger_line(
         }
     }
     let mut phases = serde_json::Map::new();
-    for p in m["phases"].as_array().into_iter().flatten() {
-        let status = p["status"].as_str().unwrap_or("ok");
-        // Only the phases there are: a phase name is a JSON key here and a row of the index.
-        let phase = Phase::ALL.into_iter().find(|ph| p["phase"] == ph.name());
-        if let (Some(phase), Some(secs), true) = (phase, p["seconds"].as_f64(), status != "not-reached") {
-            phases.insert(phase.name().to_string(), json!({"seconds": secs, "status": bounded(status)}));
-        }
+    for p in m.phases.iter().filter(|p| p.status != PhaseStatus::NotReached) {
+        phases.insert(p.phase.name().to_string(), json!({"seconds": p.seconds, "status": p.status.name()}));
     }
-    let outcome = match m["outcome"].as_str() {
-        Some("running") => "unfinished".to_string(),
-        Some(o) => bounded(o),
-        None => "unknown".to_string(),
+    let outcome = match m.outcome {
+        Some(RunOutcome::Running) => "unfinished",
+        Some(o) => o.name(),
+        None => "unknown",
     };
     let rel = |suffix: &str| {
         targets
@@ -648,30 +651,34 @@ fn ledger_line(
             .and_then(|t| t.path.strip_prefix(docs).ok())
             .map(|p| p.as_str().to_string())
     };
-    let image = &m["image"];
+    // Without metadata.json nothing is known of the image or QEMU: nulls, not empty strings.
+    let known = |f: &dyn Fn(&RunRecord) -> &str| meta.map(|m| bounded(f(m)));
+    let image = &m.image;
+    let bounded_opt = |v: &Option<String>| v.as_deref().map(bounded);
     json!({
         "schema": 1,
         "run": stamp,
-        "timestamp": m["started_at"].as_str().map(bounded).unwrap_or_else(|| stamp_to_rfc3339(stamp)),
-        "finished_at": bounded_text(&m["finished_at"]),
+        "timestamp": m.started_at.as_deref().map(bounded).unwrap_or_else(|| stamp_to_rfc3339(stamp)),
+        "finished_at": bounded_opt(&m.finished_at),
         "outcome": outcome,
-        "exit_code": number(&m["exit_code"]),
-        "verdict": bounded_text(&m["verdict"]["finding"]),
-        "verdict_phase": bounded_text(&m["verdict"]["phase"]),
+        "exit_code": m.exit_code,
+        "verdict": m.verdict.as_ref().map(|v| bounded(&v.finding)),
+        "verdict_phase": m.verdict.as_ref().map(|v| v.phase.name()),
         "findings": findings,
-        "findings_source": if from_meta { "metadata" } else { "serial" },
+        "findings_source": if m.findings.is_some() { "metadata" } else { "serial" },
         "furthest_phase": analysis.as_ref().map(|a| a.phase.name()),
         "phases": phases,
-        "total_seconds": number(&m["total_seconds"]),
+        "total_seconds": m.total_seconds,
         "iso": {
-            "path": bounded_text(&image["path"]), "size_bytes": number(&image["size_bytes"]),
-            "source": bounded_text(&image["source"]), "fault": bounded_text(&image["fault"]),
-            "store_path": bounded_text(&image["store_path"]), "nar_hash": bounded_text(&image["nar_hash"]),
+            "path": known(&|m| &m.image.path), "size_bytes": meta.map(|_| image.size_bytes),
+            "source": known(&|m| &m.image.source), "fault": bounded_opt(&image.fault),
+            "store_path": bounded_opt(&image.store_path), "nar_hash": bounded_opt(&image.nar_hash),
         },
-        "accel": bounded_text(&m["qemu"]["accel"]),
-        "qemu_version": bounded_text(&m["qemu"]["version"]),
+        "accel": known(&|m| &m.qemu.accel),
+        "qemu_version": known(&|m| &m.qemu.version),
         "checks": {
-            "pass": count_checks(m, "pass"), "fail": count_checks(m, "fail"), "skip": count_checks(m, "skip"),
+            "pass": count_checks(m, CheckStatus::Pass), "fail": count_checks(m, CheckStatus::Fail),
+            "skip": count_checks(m, CheckStatus::Skip),
         },
         "files": {
             "serial": rel("-serial.log"),
@@ -682,8 +689,8 @@ fn ledger_line(
     })
 }
 
-fn count_checks(m: &Value, status: &str) -> usize {
-    m["checks"].as_array().map_or(0, |c| c.iter().filter(|c| c["status"] == status).count())
+fn count_checks(m: &RunRecord, status: CheckStatus) -> usize {
+    m.checks.iter().filter(|c| c.status == status).count()
 }
 
 /// `2026-11-25T18-18-17Z[-N]` → `2026-11-25T18:18:17Z`.
@@ -1002,7 +1009,7 @@ mod tests {
 
     #[test]
     fn stamps_from_metadata_or_directory() {
-        let m = json!({"started_at": "2026-11-25T18:18:17Z"});
+        let m = RunRecord { started_at: Some("2026-11-25T18:18:17Z".into()), ..Default::default() };
         assert_eq!(run_stamp(Utf8Path::new("/x/whatever"), Some(&m)).unwrap(), "2026-11-25T18-18-17Z");
         assert_eq!(run_stamp(Utf8Path::new("/x/2026-11-25T18-18-17Z-1"), Some(&m)).unwrap(), "2026-11-25T18-18-17Z-1");
         assert_eq!(run_stamp(Utf8Path::new("/x/2026-11-25T18-18-17Z"), None).unwrap(), "2026-11-25T18-18-17Z");

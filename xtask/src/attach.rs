@@ -125,7 +125,7 @@ fn attach(kept: &Kept) -> Result<u8> {
     let listener = UnixListener::bind(&kept.serial_sock)
         .map_err(|e| exit::infra(format!("cannot listen on {}: {e}", kept.serial_sock)))?;
     let _socket_file = RemoveOnDrop(kept.serial_sock.clone());
-    vm::interrupt::install();
+    let _interrupt = crate::interrupt::Guard::install();
     eprintln!("attach: waiting for QEMU (pid {}) to connect its serial line…", kept.pid);
     if !wait_readable(listener.as_raw_fd(), CONNECT_WITHIN)? {
         return Err(exit::infra(format!(
@@ -178,7 +178,7 @@ fn copy_until_detach(serial: &mut std::os::unix::net::UnixStream, log: &mut fs_e
         ];
         // SAFETY: two valid pollfds; -1 waits until one is ready or a signal arrives.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if vm::interrupt::interrupted() {
+        if crate::interrupt::interrupted() {
             return Ok(Ended::Interrupted);
         }
         if n < 0 {

@@ -8,7 +8,8 @@
 //! because a number is high.
 
 use crate::stats::median;
-use crate::vm::qemu::{self, Qemu, Spec};
+use crate::vm::machine;
+use crate::vm::record::{PhaseStatus, RunOutcome, RunRecord};
 use crate::{exit, project, ui};
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
@@ -53,16 +54,14 @@ pub fn run(args: Args) -> Result<u8> {
     for i in 1..=args.runs {
         let run_dir = dir.join(format!("harness-{i}"));
         let meta = harness_run(&run_dir, &args.image, &args.accel)?;
-        let prompt = meta.pointer("/milestones/prompt").and_then(Value::as_f64);
         eprintln!(
             "bench: harness run {i}: {} in {:.1}s, prompt at {}",
-            meta["outcome"].as_str().unwrap_or("?"),
-            meta["total_seconds"].as_f64().unwrap_or(0.0),
-            prompt.map_or("?".into(), |p| format!("{p:.2}s"))
+            meta.outcome.map_or("?", RunOutcome::name),
+            meta.total_seconds.unwrap_or(0.0),
+            meta.milestones.prompt.map_or("?".into(), |p| format!("{p:.2}s"))
         );
-        let spec_from = meta.clone();
+        let b = baseline_run(&meta, &dir.join(format!("baseline-{i}")))?;
         harness.push(meta);
-        let b = baseline_run(&spec_from, &dir.join(format!("baseline-{i}")))?;
         eprintln!("bench: baseline run {i}: prompt at {b:.2}s");
         baseline.push(b);
     }
@@ -73,13 +72,17 @@ pub fn run(args: Args) -> Result<u8> {
     } else {
         print_figures(&figures);
     }
-    let all_passed = harness.iter().all(|m| m["outcome"] == "pass");
+    let all_passed = harness.iter().all(passed);
     Ok(if all_passed { exit::OK } else { exit::FAILED })
+}
+
+fn passed(run: &RunRecord) -> bool {
+    run.outcome == Some(RunOutcome::Pass)
 }
 
 /// One `vm-test --image IMAGE` run in a child process (exactly what a user runs); returns
 /// its metadata.json.
-fn harness_run(run_dir: &Utf8Path, image: &str, accel: &str) -> Result<Value> {
+fn harness_run(run_dir: &Utf8Path, image: &str, accel: &str) -> Result<RunRecord> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let log_path = run_dir.with_extension("log");
     let log = fs_err::File::create(&log_path)?.into_parts().0;
@@ -96,46 +99,45 @@ fn harness_run(run_dir: &Utf8Path, image: &str, accel: &str) -> Result<Value> {
     }
     let meta = fs_err::read(run_dir.join("metadata.json"))
         .map_err(|e| exit::infra(format!("vm-test (exit {code}) left no metadata.json: {e}; see {log_path}")))?;
-    Ok(serde_json::from_slice(&meta)?)
+    Ok(RunRecord::from_json(&meta)?)
 }
 
 /// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
-/// bare reader: seconds from spawn until the prompt bytes arrive.
-fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
+/// bare reader: seconds from spawn until the prompt bytes arrive. QEMU is started and cleaned
+/// up as vm-test's is (`vm::machine`).
+fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
     // Its QMP and serial sockets go here: private, like vm-test's run directories.
     project::private_run_dir(dir).with_context(|| format!("creating {dir}"))?;
-    let q = &meta["qemu"];
-    // Unix socket paths must stay short: the same rule as vm-test's.
-    let (sock_dir, temporary) = qemu::socket_dir(dir)?;
-    let spec = Spec {
-        binary: q["binary"].as_str().context("metadata lacks qemu.binary")?.into(),
-        iso: meta["image"]["path"].as_str().context("metadata lacks image.path")?.into(),
-        disk: dir.join("disk.qcow2"),
-        accel: q["accel"].as_str().unwrap_or("tcg").to_string(),
-        memory_mib: q["memory_mib"].as_u64().unwrap_or(1024) as u32,
-        cpus: q["cpus"].as_u64().unwrap_or(2) as u32,
-        serial_sock: sock_dir.join("serial.sock"),
-        qmp_sock: sock_dir.join("qmp.sock"),
-        ssh_port: qemu::free_port()?,
-        reconnect_serial: false,
+    let q = &meta.qemu;
+    if q.binary.is_empty() || meta.image.path.is_empty() {
+        bail!("the harness run's metadata.json names no QEMU binary or ISO (QEMU never started)");
+    }
+    let options = machine::Options {
+        binary: q.binary.as_str().into(),
+        iso: meta.image.path.as_str().into(),
+        accel: q.accel.clone(),
+        memory_mib: q.memory_mib,
+        cpus: q.cpus,
+        keep: false,
     };
-    qemu::create_disk(&spec.disk, "4G")?;
-    let listener = crate::vm::serial::listen(&spec.serial_sock)?;
-    let mut vm = Qemu::spawn(&spec, &dir.join("qemu.stderr.log"), false)?;
+    // Dropping the machine kills QEMU and removes the disk and sockets.
+    let mut machine = machine::prepare(dir, options)?.start(&dir.join("qemu.stderr.log"))?;
+    let started = machine.vm.started;
     let result = (|| -> Result<f64> {
-        let mut stream = crate::vm::serial::accept(&listener, Duration::from_secs(10), &mut || true)
+        let mut stream = machine
+            .accept(Duration::from_secs(10))
             .map_err(|e| anyhow::anyhow!("QEMU did not connect to the serial socket: {e:?}"))?;
         // Blocking reads with a timeout: the thread sleeps in the kernel, like the harness.
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         let mut seen = Vec::new();
         let mut buf = [0u8; 16384];
-        while vm.started.elapsed() < BASELINE_DEADLINE {
+        while started.elapsed() < BASELINE_DEADLINE {
             match stream.read(&mut buf) {
                 Ok(0) => bail!("QEMU closed the serial line before the prompt"),
                 Ok(n) => {
                     seen.extend_from_slice(&buf[..n]);
                     if seen.windows(PROMPT_BYTES.len()).any(|w| w == PROMPT_BYTES) {
-                        return Ok(vm.started.elapsed().as_secs_f64());
+                        return Ok(started.elapsed().as_secs_f64());
                     }
                     let keep = seen.len().saturating_sub(PROMPT_BYTES.len());
                     seen.drain(..keep);
@@ -146,44 +148,37 @@ fn baseline_run(meta: &Value, dir: &Utf8Path) -> Result<f64> {
         }
         bail!("no prompt within {}s", BASELINE_DEADLINE.as_secs())
     })();
-    vm.kill();
-    let _ = fs_err::remove_file(&spec.disk);
-    let _ = fs_err::remove_file(&spec.serial_sock);
-    if temporary {
-        let _ = fs_err::remove_dir_all(&sock_dir);
-    }
+    drop(machine);
     result.with_context(|| format!("baseline boot (see {dir}/qemu.stderr.log)"))
 }
 
-fn summarize(harness: &[Value], baseline: &[f64]) -> Value {
+fn summarize(harness: &[RunRecord], baseline: &[f64]) -> Value {
     let phase_medians: Vec<Value> = crate::diagnose::Phase::ALL
         .iter()
         .map(|p| {
             let xs: Vec<f64> = harness
                 .iter()
-                .flat_map(|m| m["phases"].as_array().cloned().unwrap_or_default())
-                .filter(|e| e["phase"] == p.name() && e["status"] == "ok")
-                .filter_map(|e| e["seconds"].as_f64())
+                .flat_map(|m| &m.phases)
+                .filter(|e| e.phase == *p && e.status == PhaseStatus::Ok)
+                .map(|e| e.seconds)
                 .collect();
             json!({"phase": p.name(), "median_seconds": median(xs.clone()), "runs": xs.len()})
         })
         .collect();
-    let prompt =
-        median(harness.iter().filter_map(|m| m.pointer("/milestones/prompt").and_then(Value::as_f64)).collect());
-    let root = median(harness.iter().filter_map(|m| m.pointer("/milestones/root").and_then(Value::as_f64)).collect());
+    let prompt = median(harness.iter().filter_map(|m| m.milestones.prompt).collect());
+    let root = median(harness.iter().filter_map(|m| m.milestones.root).collect());
     let bare = median(baseline.to_vec());
-    let cpu =
-        median(harness.iter().filter_map(|m| m.pointer("/harness/cpu_seconds").and_then(Value::as_f64)).collect());
-    let wall = median(harness.iter().filter_map(|m| m["total_seconds"].as_f64()).collect());
-    let rss = harness.iter().filter_map(|m| m.pointer("/harness/peak_rss_kib").and_then(Value::as_u64)).max();
+    let cpu = median(harness.iter().map(|m| m.harness.cpu_seconds).collect());
+    let wall = median(harness.iter().filter_map(|m| m.total_seconds).collect());
+    let rss = harness.iter().filter_map(|m| m.harness.peak_rss_kib).max();
     let overhead = prompt.zip(bare).map(|(h, b)| (h - b) / b);
     let cpu_share = cpu.zip(wall).map(|(c, w)| c / w);
     json!({
         "runs": harness.len(),
-        "passed": harness.iter().filter(|m| m["outcome"] == "pass").count(),
-        "accel": harness.first().map(|m| m["qemu"]["accel"].clone()),
+        "passed": harness.iter().filter(|m| passed(m)).count(),
+        "accel": harness.first().map(|m| &m.qemu.accel),
         "phases": phase_medians,
-        "image": harness.first().map(|m| m["image"]["source"].clone()),
+        "image": harness.first().map(|m| &m.image.source),
         "boot_to_root": {"harness_median_seconds": root},
         "boot_to_prompt": {"harness_median_seconds": prompt, "baseline_median_seconds": bare,
                             "baseline_runs": baseline, "overhead_ratio": overhead, "target_ratio": 0.10},
@@ -236,6 +231,7 @@ mod tests {
         let run = json!({"outcome": "pass", "total_seconds": 20.0, "qemu": {"accel": "tcg"},
             "milestones": {"prompt": 11.0}, "harness": {"cpu_seconds": 0.2, "peak_rss_kib": 9000},
             "phases": [{"phase": "kernel", "seconds": 4.0, "status": "ok"}]});
+        let run = RunRecord::from_value(run);
         let f = summarize(&[run.clone(), run], &[10.0, 10.0]);
         assert!((f["boot_to_prompt"]["overhead_ratio"].as_f64().unwrap() - 0.1).abs() < 1e-9);
         assert!((f["harness_cpu"]["share_of_one_core"].as_f64().unwrap() - 0.01).abs() < 1e-9);

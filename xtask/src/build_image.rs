@@ -15,7 +15,6 @@ mod output;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -186,49 +185,6 @@ impl Metadata {
     }
 }
 
-/// Set by SIGINT/SIGTERM while nix runs. The wait loop then passes SIGINT on to nix (a
-/// terminal's Ctrl-C reaches nix directly too), lets it stop, records the run, exits 130.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Our handlers while nix runs; the previous ones (e.g. vm-test's) come back on drop.
-struct SignalGuard {
-    previous: Vec<(libc::c_int, libc::sigaction)>,
-}
-
-impl SignalGuard {
-    fn install() -> Self {
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        let previous = [libc::SIGINT, libc::SIGTERM]
-            .into_iter()
-            .map(|sig| {
-                // SAFETY: the handler only stores to an atomic; `old` is plain data.
-                unsafe {
-                    let mut sa: libc::sigaction = std::mem::zeroed();
-                    sa.sa_sigaction = on_signal as *const () as usize;
-                    libc::sigemptyset(&mut sa.sa_mask);
-                    let mut old: libc::sigaction = std::mem::zeroed();
-                    libc::sigaction(sig, &sa, &mut old);
-                    (sig, old)
-                }
-            })
-            .collect();
-        SignalGuard { previous }
-    }
-}
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        for (sig, old) in &self.previous {
-            // SAFETY: restores exactly what sigaction returned.
-            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
-        }
-    }
-}
-
 fn build(opts: &BuildOptions) -> Result<BuiltImage> {
     let nix = nix::locate().ok_or_else(nix_missing)?;
     let flake = flake_ref(opts.flake.as_deref())?;
@@ -306,17 +262,19 @@ fn run_nix(meta: &mut Metadata, opts: &BuildOptions) -> Result<BuiltImage> {
     cmd.args(&meta.nix.command[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     set_user_env(&mut cmd);
 
-    let guard = SignalGuard::install();
+    // SIGINT/SIGTERM while nix runs: the wait loop passes SIGINT on to nix (a terminal's
+    // Ctrl-C reaches nix directly too), lets it stop, records the run, exits 130.
+    let interrupt = crate::interrupt::Guard::install();
     let started = Instant::now();
     let outcome = drive(&mut cmd, meta, opts, &run_dir);
-    drop(guard);
+    drop(interrupt);
     let (status, stdout, tracker) = outcome?;
     let build_seconds = started.elapsed().as_secs_f64();
     meta.record_progress(&tracker);
     eprintln!("build-image: nix ran {build_seconds:.1}s: {}", tracker.status());
     fs_err::write(run_dir.join("nix-stdout.json"), &stdout)?;
 
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if crate::interrupt::interrupted() {
         return Err(Exit { code: exit::INTERRUPTED, message: "interrupted; nix build stopped".into() }.into());
     }
     if !status.success() {
@@ -367,7 +325,7 @@ fn drive(
     writeln!(log, "$ {}", ui::shell_join(&meta.nix.command))?;
     let mut forwarded = false;
     loop {
-        if !forwarded && INTERRUPTED.load(Ordering::SeqCst) {
+        if !forwarded && crate::interrupt::interrupted() {
             forwarded = true;
             display.line("build-image: interrupted; stopping nix…");
             // SAFETY: plain kill(2) on our own child's pid.

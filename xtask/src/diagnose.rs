@@ -1,7 +1,7 @@
 //! Boot phases and the catalogue of known failure signatures, read from clean serial text.
 //! One implementation, used live by `vm-test` and offline by `analyze`.
 //!
-//! The detector is fed CLEAN lines (from `clean.rs`), one at a time, and is cheap enough to see
+//! The detector is fed CLEAN lines (from `strip_escapes.rs`), one at a time, and is cheap enough to see
 //! every line of a tens-of-MB flood: one pre-compiled `RegexSet` pass decides whether a line
 //! can matter at all, and the individual regexes run only on the rare lines that hit. Only
 //! the first `MATCH_PREFIX` bytes of a line are examined, so one enormous line costs no more
@@ -21,11 +21,11 @@ mod normalise;
 pub use normalise::Normaliser;
 use normalise::Voice;
 use regex::{Regex, RegexSet};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 
 /// Boot phases in the order a healthy run passes them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     #[default]
@@ -184,7 +184,7 @@ impl Finding {
 }
 
 /// When the detector first saw a phase.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TimelineEntry {
     pub phase: Phase,
     pub line: usize,
@@ -1096,7 +1096,7 @@ mod tests {
                 .as_bytes(),
             );
         }
-        let d = run(&crate::clean::clean_all(&raw));
+        let d = run(&crate::strip_escapes::clean_all(&raw));
         assert!(ids(&d).contains(&"unit-stuck"), "{:?}", ids(&d));
     }
 

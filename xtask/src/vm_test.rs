@@ -8,13 +8,17 @@
 use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::checks;
+use crate::vm::events::{Event, Sink};
+use crate::vm::guest::Guest;
 use crate::vm::login::{self, Credentials};
+use crate::vm::machine::{self, Machine};
 use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
-use crate::vm::record::{Image, Record};
-use crate::vm::serial::{self, Serial, Stop, Wait};
-use crate::vm::shell::Guest;
+use crate::vm::record::{
+    CheckStatus, Image, Milestone, PhaseStatus, QemuInfo, Record, SeenLine, SerialSummary, TimeoutSecs,
+};
+use crate::vm::serial::{Serial, Stop, Wait};
 use crate::vm::transcript::Transcript;
 use crate::vm::verdict::{Failure, Outcome};
 use crate::{exit, project, ui};
@@ -119,7 +123,7 @@ pub fn run(args: Args) -> Result<u8> {
     if let Some(d) = &args.run_dir {
         refuse_used_run_dir(d)?;
     }
-    crate::vm::interrupt::install();
+    let _interrupt = crate::interrupt::Guard::install();
     let start = Instant::now();
     let started_at = jiff::Timestamp::now();
     // Not being able to record is the host's problem (exit 3), named with path and OS error.
@@ -136,11 +140,16 @@ pub fn run(args: Args) -> Result<u8> {
     let fancy = ui::fancy_stderr();
     let mut rec = Record::new(dir.clone(), started_at, start);
     let t = Timeouts::from(&args);
-    rec.timeouts = serde_json::json!({
-        "boot": t.boot.boot.as_secs(), "stall": t.boot.stall.as_secs(), "init_stall": t.boot.init_stall.as_secs(),
-        "login_step": t.login.step.as_secs(), "command": t.checks.command.as_secs(),
-        "storage": t.checks.storage.as_secs(), "unit": t.checks.unit.as_secs(),
-        "network": t.checks.network.as_secs(), "serial_line": t.checks.serial_line.as_secs(),
+    rec.timeouts = Some(TimeoutSecs {
+        boot: t.boot.boot.as_secs(),
+        stall: t.boot.stall.as_secs(),
+        init_stall: t.boot.init_stall.as_secs(),
+        login_step: t.login.step.as_secs(),
+        command: t.checks.command.as_secs(),
+        storage: t.checks.storage.as_secs(),
+        unit: t.checks.unit.as_secs(),
+        network: t.checks.network.as_secs(),
+        serial_line: t.checks.serial_line.as_secs(),
     });
     eprintln!("vm-test: run directory {dir}");
     let _ = rec.write();
@@ -196,80 +205,74 @@ fn panic_failure(phase: Phase, panic: &(dyn std::any::Any + Send)) -> Failure {
 }
 
 /// Why no image could be chosen. Ctrl-C during a build is the interruption, not a broken
-/// image: either our handler saw it, or the builder's own handler returned exit 130.
-fn image_failure(e: anyhow::Error) -> Failure {
-    let interrupted = e.downcast_ref::<exit::Exit>().is_some_and(|x| x.code == exit::INTERRUPTED);
-    if interrupted || crate::vm::interrupted() {
+/// image (`interrupted`: the one interrupt flag, which the build's own wait loop obeys too).
+fn image_failure(e: anyhow::Error, interrupted: bool) -> Failure {
+    if interrupted {
         Failure::interrupted(Phase::Qemu)
     } else {
         Failure::infra(Phase::Qemu, "image-missing", format!("{e:#}"))
     }
 }
 
-/// The run's scratch files: the disk, the sockets and a /tmp socket directory. Removed
-/// however `drive` ends (early error, failure, panic) unless `--keep` left QEMU using them.
-/// Declared before the `Qemu` so that QEMU is gone before they are.
-#[derive(Default)]
-struct Scratch {
-    files: Vec<Utf8PathBuf>,
-    temp_dir: Option<Utf8PathBuf>,
-    kept: bool,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.kept {
-            return;
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-        if let Some(d) = &self.temp_dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
 /// Everything between the run directory and the summary. `Err` is the verdict.
 fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
-    let infra = |finding: &str, e: anyhow::Error| Failure::infra(Phase::Qemu, finding, format!("{e:#}"));
-
-    // The image.
-    let chosen = choose_image(args, progress).map_err(image_failure)?;
-    let iso = Utf8PathBuf::from(&chosen.path);
-    rec.image = chosen;
-    let _ = rec.write();
-
-    // Preflight: the boot configuration inside the ISO, before spending a boot on it.
+    let iso = record_image(args, rec, progress)?;
     if args.skip_preflight {
         rec.note("preflight skipped (--skip-preflight)");
     } else {
-        let pf = crate::vm::preflight::check_iso(&iso).map_err(|e| infra("image-missing", e))?;
-        for p in &pf.problems {
-            let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
-            progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
-            rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
-            rec.findings.push(Finding::new(p.finding, 0, &p.message).with_source(Source::Harness));
-        }
-        if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
-            let detail = format!(
-                "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
-                p.message, p.fix
-            );
-            return Err(match p.level {
-                Level::Infra => Failure::infra(Phase::Bootloader, p.finding, detail),
-                _ => Failure::fail(Phase::Bootloader, p.finding, detail),
-            });
-        }
-        progress.note(&format!(
-            "preflight ok: {}; {} default entry: {}",
-            pf.boot.as_deref().unwrap_or("?"),
-            pf.config.as_deref().unwrap_or("?"),
-            pf.cmdline.as_deref().unwrap_or("?")
-        ));
+        preflight(&iso, rec, progress)?;
     }
+    let (accel, reason) = accelerator(args, progress)?;
+    let (mut machine, transcript) = start_qemu(args, &iso, accel, reason, rec, progress)?;
+    let result = session(args, rec, &mut machine, transcript, progress);
+    stop_qemu(args, machine, &result, rec);
+    result.map_err(|f| explain_failure(f, &rec.qemu))
+}
 
-    // Accelerator.
+/// A failure to set up QEMU: the host's problem (exit 3), before the guest ran.
+fn qemu_infra(finding: &str, e: anyhow::Error) -> Failure {
+    Failure::infra(Phase::Qemu, finding, format!("{e:#}"))
+}
+
+/// The ISO to boot, chosen (built if needed) and recorded.
+fn record_image(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<Utf8PathBuf, Failure> {
+    let chosen = choose_image(args, progress).map_err(|e| image_failure(e, crate::interrupt::interrupted()))?;
+    let iso = Utf8PathBuf::from(&chosen.path);
+    rec.image = chosen;
+    let _ = rec.write();
+    Ok(iso)
+}
+
+/// The boot configuration inside the ISO, read before spending a boot on it: warnings are
+/// noted, the first problem that is not a warning is the verdict.
+fn preflight(iso: &Utf8Path, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
+    let pf = crate::vm::preflight::check_iso(iso).map_err(|e| qemu_infra("image-missing", e))?;
+    for p in &pf.problems {
+        let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
+        progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
+        rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
+        rec.findings.push(Finding::new(p.finding, 0, &p.message).with_source(Source::Harness));
+    }
+    if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
+        let detail =
+            format!("preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)", p.message, p.fix);
+        return Err(match p.level {
+            Level::Infra => Failure::infra(Phase::Bootloader, p.finding, detail),
+            _ => Failure::fail(Phase::Bootloader, p.finding, detail),
+        });
+    }
+    progress.note(&format!(
+        "preflight ok: {}; {} default entry: {}",
+        pf.boot.as_deref().unwrap_or("?"),
+        pf.config.as_deref().unwrap_or("?"),
+        pf.cmdline.as_deref().unwrap_or("?")
+    ));
+    Ok(())
+}
+
+/// `--accel`, or for `auto` the doctor's probe (boots a kernel under KVM, else TCG): the
+/// choice and its reason.
+fn accelerator(args: &Args, progress: &mut Progress) -> Result<(String, String), Failure> {
     let (accel, reason) = match args.accel.as_str() {
         "auto" => {
             progress.note("accel auto: probing KVM by booting a kernel …");
@@ -279,189 +282,221 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         other => (other.to_string(), "chosen with --accel".to_string()),
     };
     progress.note(&format!("accel {accel}: {reason}"));
-    if crate::vm::interrupted() {
+    if crate::interrupt::interrupted() {
         return Err(Failure::interrupted(Phase::Qemu));
     }
+    Ok((accel, reason))
+}
 
-    // QEMU.
-    let binary = qemu::locate().map_err(|e| infra("qemu-start-failed", e))?;
-    let memory = args.memory.unwrap_or(if rec.image.source.starts_with("fixture") { 1024 } else { 2048 });
-    let disk = rec.dir.join("disk.qcow2");
-    let mut scratch = Scratch::default();
-    scratch.files.push(disk.clone());
-    qemu::create_disk(&disk, "4G").map_err(|e| infra("qemu-start-failed", e))?;
-    let (sock_dir, temporary) = qemu::socket_dir(&rec.dir).map_err(|e| infra("qemu-start-failed", e))?;
-    scratch.temp_dir = temporary.then(|| sock_dir.clone());
-    scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);
-    let spec = Spec {
+/// Scratch disk and sockets, the command line on record, then QEMU started (the `qemu`
+/// phase begins) with the transcript open.
+fn start_qemu(
+    args: &Args,
+    iso: &Utf8Path,
+    accel: String,
+    accel_reason: String,
+    rec: &mut Record,
+    progress: &mut Progress,
+) -> Result<(Machine, Transcript), Failure> {
+    let binary = qemu::locate().map_err(|e| qemu_infra("qemu-start-failed", e))?;
+    let memory_mib = args.memory.unwrap_or(if rec.image.source.starts_with("fixture") { 1024 } else { 2048 });
+    let options = machine::Options {
         binary: binary.clone(),
-        iso: iso.clone(),
-        disk: disk.clone(),
+        iso: iso.to_path_buf(),
         accel: accel.clone(),
-        memory_mib: memory,
+        memory_mib,
         cpus: args.cpus,
-        serial_sock: sock_dir.join("serial.sock"),
-        qmp_sock: sock_dir.join("qmp.sock"),
-        ssh_port: qemu::free_port().map_err(|e| infra("qemu-start-failed", e))?,
-        reconnect_serial: args.keep,
+        keep: args.keep,
     };
-    rec.qemu = crate::vm::record::QemuInfo {
+    let prepared = machine::prepare(&rec.dir, options).map_err(|e| qemu_infra("qemu-start-failed", e))?;
+    let spec = &prepared.spec;
+    rec.qemu = QemuInfo {
         binary: binary.to_string(),
         version: qemu::version(&binary).unwrap_or_default(),
         command: spec.command(),
         accel,
-        accel_reason: reason,
-        memory_mib: memory,
+        accel_reason,
+        memory_mib,
         cpus: args.cpus,
         ssh_port: Some(spec.ssh_port),
         serial_socket: Some(spec.serial_sock.to_string()),
         qmp_socket: Some(spec.qmp_sock.to_string()),
         ..Default::default()
     };
-    let listener = serial::listen(&spec.serial_sock).map_err(|e| infra("qemu-start-failed", e))?;
-    let transcript =
-        Transcript::create(&rec.dir.join("transcript.log"), Instant::now()).map_err(|e| infra("harness-error", e))?;
+    let transcript = Transcript::create(&rec.dir.join("transcript.log"), Instant::now())
+        .map_err(|e| qemu_infra("harness-error", e))?;
     rec.begin(Phase::Qemu);
     progress.phase("qemu");
-    let stderr_log = rec.dir.join("qemu.stderr.log");
-    let mut vm = Qemu::spawn(&spec, &stderr_log, args.keep).map_err(|e| infra("qemu-start-failed", e))?;
-    rec.qemu.pid = Some(vm.pid);
+    let machine = prepared.start(&rec.dir.join("qemu.stderr.log")).map_err(|e| qemu_infra("qemu-start-failed", e))?;
+    rec.qemu.pid = Some(machine.vm.pid);
     let _ = rec.write();
-
-    let result = session(args, rec, &mut vm, &listener, transcript, progress);
-    drop(listener);
-    let _ = std::fs::remove_file(&spec.serial_sock);
-
-    // QEMU's end: already gone (poweroff), kept, or stopped by the ladder.
-    if args.keep && !matches!(&result, Err(f) if f.outcome == Outcome::Interrupted) && vm.try_wait().is_none() {
-        rec.qemu.stopped_by = Some("kept".into());
-        scratch.kept = true;
-        print_attach(&spec, &vm, &rec.dir);
-        vm.detach();
-    } else {
-        if vm.try_wait().is_none() {
-            // The run is over (failed or interrupted) and the scratch disk is thrown away:
-            // no need for the guest's consent.
-            let rung = vm.stop(Duration::ZERO);
-            rec.qemu.stopped_by.get_or_insert_with(|| rung.to_string());
-        }
-        rec.qemu.exit_status = vm.try_wait().map(|s| s.to_string());
-    }
-    rec.qemu.stderr_tail = tail_of_file(&stderr_log, 20);
-    let kvm = rec.qemu.accel == "kvm";
-    result.map_err(|mut f| {
-        // A KVM that runs firmware but never a kernel (nested/paravirtual hosts) looks exactly
-        // like a silent boot; the doctor's probe tells them apart.
-        if kvm && f.outcome == Outcome::Fail && f.phase <= Phase::Kernel {
-            f.detail.push_str(
-                "; QEMU ran with KVM, and a KVM that cannot run a kernel fails exactly like this: \
-                 check with `cargo xtask doctor`, or rerun with `--accel tcg`",
-            );
-        }
-        if f.finding == "qemu-exited" || f.finding == "qemu-start-failed" {
-            if let Some(status) = &rec.qemu.exit_status {
-                f.detail = format!("{} (QEMU {status})", f.detail);
-            }
-            if let Some(t) = &rec.qemu.stderr_tail {
-                f.detail = format!("{}; QEMU stderr: {}", f.detail, t.trim());
-            }
-        }
-        f
-    })
+    Ok((machine, transcript))
 }
 
-/// From QEMU start to the end of the poweroff phase.
+/// QEMU's end, recorded: already gone (poweroff), left running (`--keep`, unless
+/// interrupted), or stopped by the ladder — without waiting for the guest's consent: the run
+/// is over and the scratch disk is thrown away.
+fn stop_qemu(args: &Args, mut machine: Machine, result: &Result<(), Failure>, rec: &mut Record) {
+    machine.close_serial();
+    let interrupted = matches!(result, Err(f) if f.outcome == Outcome::Interrupted);
+    if args.keep && !interrupted && machine.vm.try_wait().is_none() {
+        rec.qemu.stopped_by = Some("kept".into());
+        print_attach(&machine.spec, &machine.vm, &rec.dir);
+        machine.keep();
+    } else {
+        if machine.vm.try_wait().is_none() {
+            machine.stop(Duration::ZERO);
+        }
+        rec.qemu.stopped_by = machine.stopped_by.map(str::to_string);
+        rec.qemu.exit_status = machine.vm.try_wait().map(|s| s.to_string());
+    }
+    rec.qemu.stderr_tail = tail_of_file(&rec.dir.join("qemu.stderr.log"), 20);
+}
+
+/// What QEMU's side adds to a verdict: a KVM that cannot run a kernel, and QEMU's own exit
+/// status and stderr when QEMU is what failed.
+fn explain_failure(mut f: Failure, qemu: &QemuInfo) -> Failure {
+    // A KVM that runs firmware but never a kernel (nested/paravirtual hosts) looks exactly
+    // like a silent boot; the doctor's probe tells them apart.
+    if qemu.accel == "kvm" && f.outcome == Outcome::Fail && f.phase <= Phase::Kernel {
+        f.detail.push_str(
+            "; QEMU ran with KVM, and a KVM that cannot run a kernel fails exactly like this: \
+             check with `cargo xtask doctor`, or rerun with `--accel tcg`",
+        );
+    }
+    if f.finding == "qemu-exited" || f.finding == "qemu-start-failed" {
+        if let Some(status) = &qemu.exit_status {
+            f.detail = format!("{} (QEMU {status})", f.detail);
+        }
+        if let Some(t) = &qemu.stderr_tail {
+            f.detail = format!("{}; QEMU stderr: {}", f.detail, t.trim());
+        }
+    }
+    f
+}
+
+/// Connects the driver's events to this run's progress line, transcript and record.
+struct RunSink<'r> {
+    progress: &'r mut Progress,
+    transcript: Transcript,
+    rec: &'r mut Record,
+}
+
+impl Sink for RunSink<'_> {
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Phase(phase) => {
+                self.rec.begin(phase);
+                self.progress.phase(phase.name());
+                self.transcript.log(&format!("phase {phase}"));
+            }
+            Event::PhaseEnded => self.rec.end_current(),
+            Event::Line(line) => self.progress.tick(line),
+            Event::Step(text) => self.transcript.log(text),
+            Event::Note(text) => self.rec.note(text),
+            Event::Milestone(m, seconds) => self.rec.milestone(m, seconds),
+            Event::CheckStarted(name) => self.progress.note(&format!("check {name} …")),
+            Event::CheckFinished(check) => {
+                let line = format!("check {}: {} — {}", check.name, check.status, check.detail);
+                self.transcript.log(&line);
+                self.progress.note(&line);
+                self.rec.checks.push(check.clone());
+                let _ = self.rec.write();
+            }
+        }
+    }
+}
+
+/// From QEMU start to the end of the poweroff phase, the driver's events going to the
+/// progress line, the transcript and the record.
 fn session(
     args: &Args,
     rec: &mut Record,
-    vm: &mut Qemu,
-    listener: &std::os::unix::net::UnixListener,
+    machine: &mut Machine,
     transcript: Transcript,
     progress: &mut Progress,
 ) -> Result<(), Failure> {
-    let stream = serial::accept(listener, Duration::from_secs(20), &mut || vm.try_wait().is_none()).map_err(
-        |stop| match stop {
-            Stop::Interrupted => Failure::interrupted(Phase::Qemu),
-            Stop::Eof => {
-                Failure::infra(Phase::Qemu, "qemu-start-failed", "QEMU exited before connecting its serial port")
-            }
-            other => Failure::infra(
-                Phase::Qemu,
-                "qemu-start-failed",
-                format!("QEMU did not connect its serial port: {other}"),
-            ),
-        },
-    )?;
-    let serial_progress = std::mem::replace(progress, Progress::silent());
-    let mut serial = Serial::new(stream, &rec.dir, serial_progress)
+    let stream = machine.accept(Duration::from_secs(20)).map_err(|stop| match stop {
+        Stop::Interrupted => Failure::interrupted(Phase::Qemu),
+        Stop::Eof => Failure::infra(Phase::Qemu, "qemu-start-failed", "QEMU exited before connecting its serial port"),
+        other => {
+            Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QEMU did not connect its serial port: {other}"))
+        }
+    })?;
+    let dir = rec.dir.clone();
+    let started = format!("QEMU pid {} started: {}", machine.vm.pid, rec.qemu.command.join(" "));
+    let sink = RunSink { progress, transcript, rec: &mut *rec };
+    let mut serial = Serial::new(stream, &dir, Box::new(sink))
         .map_err(|e| Failure::infra(Phase::Qemu, "harness-error", format!("{e:#}")))?;
     // A quiet guest may be one QEMU paused on a full disk: ask before calling it hung.
-    let qmp_sock = vm.qmp_sock().to_path_buf();
+    let qmp_sock = machine.vm.qmp_sock().to_path_buf();
     serial.on_quiet(Box::new(move || qemu::io_error_pause(&qmp_sock)));
-    let mut guest = Guest::new(serial, transcript);
+    let mut guest = Guest::new(serial);
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
-    guest.transcript.log(&format!("QEMU pid {} started: {}", vm.pid, rec.qemu.command.join(" ")));
+    guest.step(&started);
 
-    let result = phases(args, rec, vm, &mut guest);
+    let result = phases(args, &dir, machine, &mut guest);
     // On failure keep reading briefly: the lines right after are often the evidence.
     if let Err(f) = &result {
         if f.outcome == Outcome::Fail && !guest.serial.eof() {
             guest.serial.drain_for(Duration::from_millis(500));
         }
-        guest.transcript.log(&format!("verdict: {} in phase {}: {}", f.finding, f.phase, f.detail));
+        guest.step(&format!("verdict: {} in phase {}: {}", f.finding, f.phase, f.detail));
     }
-    rec.findings.extend(guest.serial.findings().iter().cloned());
-    let timeline: Vec<_> = guest.serial.detector().timeline().to_vec();
-    rec.serial = serde_json::json!({
-        "bytes": guest.serial.bytes,
-        "dropped_from_match_buffer": guest.serial.dropped,
-        "last_lines": guest.serial.tail(15),
-        "timeline": timeline,
-        "lan_line": guest.serial.seen(checks::LAN_LINE).map(|(l, t)| serde_json::json!({"line": l, "text": t})),
-    });
-    *progress = std::mem::replace(&mut guest.serial.progress, Progress::silent());
+    let findings = guest.serial.findings().to_vec();
+    let serial = SerialSummary {
+        bytes: guest.serial.bytes,
+        dropped_from_match_buffer: guest.serial.dropped,
+        last_lines: guest.serial.tail(15),
+        timeline: guest.serial.detector().timeline().to_vec(),
+        lan_line: guest.serial.seen(checks::LAN_LINE).map(|(line, text)| SeenLine { line: *line, text: text.clone() }),
+    };
+    drop(guest);
+    rec.findings.extend(findings);
+    rec.serial = Some(serial);
     result
 }
 
-fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Result<(), Failure> {
+fn phases(args: &Args, dir: &Utf8Path, machine: &mut Machine, guest: &mut Guest) -> Result<(), Failure> {
     // qemu: running and answering QMP.
-    let mut qmp = vm.qmp().map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QMP: {e:#}")))?;
+    let mut qmp =
+        machine.vm.qmp().map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QMP: {e:#}")))?;
     let status = qmp
         .execute("query-status", None)
         .map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("{e:#}")))?;
-    guest.transcript.log(&format!("QMP query-status: {status}"));
+    guest.step(&format!("QMP query-status: {status}"));
     drop(qmp);
 
     let t = Timeouts::from(args);
-    let greeting = boot::follow(guest, rec, &t.boot, vm.started)?;
+    let started = machine.vm.started;
+    let greeting = boot::follow(guest, &t.boot, started)?;
     let user = login::login(guest, greeting, args.login.as_ref(), &t.login)?;
-    rec.milestone("prompt", vm.started.elapsed().as_secs_f64());
-    rec.note(&format!("logged in as {user}"));
+    guest.emit(Event::Milestone(Milestone::Prompt, started.elapsed().as_secs_f64()));
+    guest.emit(Event::Note(&format!("logged in as {user}")));
 
-    guest.enter(rec, Phase::Shell);
+    guest.enter(Phase::Shell);
     let uid = login::settle_shell(guest, &t.login)?;
 
-    guest.enter(rec, Phase::Root);
+    guest.enter(Phase::Root);
     let how = login::escalate(guest, uid, args.login.as_ref(), &t.login)?;
-    rec.note(&format!("root proven by `id -u` = 0 ({how})"));
-    rec.milestone("root", vm.started.elapsed().as_secs_f64());
+    guest.emit(Event::Note(&format!("root proven by `id -u` = 0 ({how})")));
+    guest.emit(Event::Milestone(Milestone::Root, started.elapsed().as_secs_f64()));
 
-    guest.enter(rec, Phase::Checks);
-    checks::run_all(guest, rec, &t.checks)?;
-    let failed_check =
-        rec.checks.iter().find(|c| c.status == "fail").map(|c| (c.name.clone(), c.finding.clone(), c.detail.clone()));
+    guest.enter(Phase::Checks);
+    let checks = checks::run_all(guest, dir, &t.checks)?;
+    let failed_check = checks.into_iter().find(|c| c.status == CheckStatus::Fail);
 
     if args.keep {
-        rec.end_current();
+        guest.emit(Event::PhaseEnded);
     } else {
-        guest.enter(rec, Phase::Poweroff);
-        power_off(guest, vm, rec)?;
+        guest.enter(Phase::Poweroff);
+        power_off(guest, machine)?;
     }
     match failed_check {
-        Some((name, finding, detail)) => Err(Failure::fail(
+        Some(c) => Err(Failure::fail(
             Phase::Checks,
-            finding.as_deref().unwrap_or("check-failed"),
-            format!("check {name} failed: {detail}"),
+            c.finding.as_deref().unwrap_or("check-failed"),
+            format!("check {} failed: {}", c.name, c.detail),
         )),
         None => Ok(()),
     }
@@ -469,14 +504,14 @@ fn phases(args: &Args, rec: &mut Record, vm: &mut Qemu, guest: &mut Guest) -> Re
 
 /// Guest `poweroff` as root; QEMU exits by itself (`-no-reboot`). If not within 60 s, the
 /// ladder takes over and the phase fails (the image does not power off).
-fn power_off(guest: &mut Guest, vm: &mut Qemu, rec: &mut Record) -> Result<(), Failure> {
+fn power_off(guest: &mut Guest, machine: &mut Machine) -> Result<(), Failure> {
     guest
         .type_line("poweroff", "poweroff\n")
         .map_err(|s| Failure::from_stop(Phase::Poweroff, s, &mut guest.serial, "poweroff"))?;
     match guest.serial.wait_until(Wait::new(Duration::from_secs(60), None), &mut |s| s.eof()) {
         Ok(()) | Err(Stop::Eof) => {
-            if vm.wait_timeout(Duration::from_secs(10)).is_some() {
-                rec.qemu.stopped_by = Some("guest-poweroff".into());
+            if machine.vm.wait_timeout(Duration::from_secs(10)).is_some() {
+                machine.stopped_by = Some("guest-poweroff");
                 return Ok(());
             }
             Err(Failure::fail(
@@ -486,8 +521,7 @@ fn power_off(guest: &mut Guest, vm: &mut Qemu, rec: &mut Record) -> Result<(), F
             ))
         }
         Err(Stop::Deadline) => {
-            let rung = vm.stop(Duration::from_secs(10));
-            rec.qemu.stopped_by = Some(rung.to_string());
+            let rung = machine.stop(Duration::from_secs(10));
             Err(Failure::fail(
                 Phase::Poweroff,
                 "poweroff-failed",
@@ -608,32 +642,31 @@ fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
 fn print_summary(rec: &Record) {
     let mut out = String::new();
     let fancy = ui::fancy_stdout();
-    let reached = rec.phases().iter().any(|p| p.status != "not-reached");
+    let reached = rec.phases().iter().any(|p| p.status != PhaseStatus::NotReached);
     if reached {
         say!(out);
         say!(out, "{:<12} {:>9}  status", "phase", "seconds");
         for p in rec.phases() {
             let tone = match p.status {
-                "ok" => ui::Tone::Good,
-                "failed" => ui::Tone::Bad,
+                PhaseStatus::Ok => ui::Tone::Good,
+                PhaseStatus::Failed => ui::Tone::Bad,
                 _ => ui::Tone::Dim,
             };
-            say!(out, "{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status));
+            say!(out, "{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status.name()));
         }
     }
     if !rec.checks.is_empty() {
         say!(out);
         for c in &rec.checks {
             let tone = match c.status {
-                "pass" => ui::Tone::Good,
-                "fail" => ui::Tone::Bad,
-                _ => ui::Tone::Dim,
+                CheckStatus::Pass => ui::Tone::Good,
+                CheckStatus::Fail => ui::Tone::Bad,
+                CheckStatus::Skip => ui::Tone::Dim,
             };
-            say!(out, "check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status), c.detail);
+            say!(out, "check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status.name()), c.detail);
         }
     }
     say!(out);
-    let meta = rec.to_json();
     match &rec.failure {
         None => say!(out, "{} in {:.1} s", ui::paint(fancy, ui::Tone::Good, "PASS"), rec.total_seconds()),
         Some(f) => {
@@ -648,10 +681,10 @@ fn print_summary(rec: &Record) {
                 say!(out, "  cause: {}", sig.cause);
                 say!(out, "  fix:   {}", sig.fix);
             }
-            if let Some(lines) = meta["serial"]["last_lines"].as_array().filter(|l| !l.is_empty()) {
+            if let Some(lines) = rec.serial.as_ref().map(|s| &s.last_lines).filter(|l| !l.is_empty()) {
                 say!(out, "  last serial lines:");
-                for l in lines.iter().rev().take(8).collect::<Vec<_>>().into_iter().rev() {
-                    say!(out, "    | {}", l.as_str().unwrap_or(""));
+                for l in &lines[lines.len().saturating_sub(8)..] {
+                    say!(out, "    | {l}");
                 }
             }
         }
@@ -668,8 +701,10 @@ mod tests {
     fn ctrl_c_during_the_image_build_is_an_interruption() {
         let build =
             anyhow::Error::from(exit::Exit { code: exit::INTERRUPTED, message: "nix build interrupted".into() });
-        assert_eq!(image_failure(build).outcome, Outcome::Interrupted);
-        let missing = image_failure(exit::infra("no such file"));
+        assert_eq!(image_failure(build, true).outcome, Outcome::Interrupted);
+        // A fixture build whose tool died of the terminal's Ctrl-C fails with its own error.
+        assert_eq!(image_failure(exit::infra("xorriso: killed"), true).outcome, Outcome::Interrupted);
+        let missing = image_failure(exit::infra("no such file"), false);
         assert_eq!((missing.outcome, missing.finding.as_str()), (Outcome::Infra, "image-missing"));
     }
 

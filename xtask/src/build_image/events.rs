@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::clean::clean_all;
+use crate::strip_escapes::clean_all;
 
 /// How many log lines of each build are kept for a failure report.
 pub const TAIL_LINES: usize = 30;

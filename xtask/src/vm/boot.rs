@@ -3,9 +3,8 @@
 //! (e.g. `quiet` hides the kernel) is passed through in zero seconds.
 
 use crate::diagnose::Phase;
-use crate::vm::record::Record;
+use crate::vm::guest::Guest;
 use crate::vm::serial::Wait;
-use crate::vm::shell::Guest;
 use crate::vm::verdict::Failure;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -45,11 +44,11 @@ pub struct Timeouts {
     pub init_stall: Duration,
 }
 
-pub fn follow(guest: &mut Guest, rec: &mut Record, t: &Timeouts, qemu_started: Instant) -> Result<Greeting, Failure> {
+pub fn follow(guest: &mut Guest, t: &Timeouts, qemu_started: Instant) -> Result<Greeting, Failure> {
     let deadline = qemu_started + t.boot;
-    guest.enter(rec, Phase::Bootloader);
+    let mut phase = Phase::Bootloader;
+    guest.enter(phase);
     loop {
-        let phase = rec.current();
         let markers: Vec<(Phase, &Regex)> = [
             (Phase::Kernel, &*KERNEL),
             (Phase::Init, &*INIT),
@@ -66,8 +65,9 @@ pub fn follow(guest: &mut Guest, rec: &mut Record, t: &Timeouts, qemu_started: I
         })?;
         let (next, re) = markers[hit.index];
         if next > phase {
-            guest.transcript.log(&format!("saw {:?}", hit.group(0).trim()));
-            guest.enter(rec, next);
+            guest.step(&format!("saw {:?}", hit.group(0).trim()));
+            phase = next;
+            guest.enter(next);
         }
         if std::ptr::eq(re, &*AUTOLOGIN) {
             return Ok(Greeting::Autologin { user: hit.group(2).to_string() });

@@ -4,11 +4,13 @@
 //! console line `LAN IPv4 address:` seen on serial. A failed check carries its evidence.
 
 use crate::diagnose::Phase;
+use crate::vm::events::Event;
+use crate::vm::guest::{Guest, Output};
 use crate::vm::login::command_failure;
-use crate::vm::record::{Check, Record};
+use crate::vm::record::{Check, CheckStatus};
 use crate::vm::serial::{Stop, Wait};
-use crate::vm::shell::{Guest, Output};
 use crate::vm::verdict::Failure;
+use camino::Utf8Path;
 use std::time::{Duration, Instant};
 
 pub const TOOLS: [&str; 4] = ["lsblk", "findmnt", "wipefs", "lvm"];
@@ -25,15 +27,17 @@ pub struct Timeouts {
     pub serial_line: Duration,
 }
 
-/// Runs every check (a failing check does not stop the others). `Err` only when the guest
-/// stops answering, QEMU exits or the user interrupts; failed checks are in `rec.checks`.
-pub fn run_all(guest: &mut Guest, rec: &mut Record, t: &Timeouts) -> Result<(), Failure> {
-    let mut c = Checker { guest, t, evidence_no: 0, dir: rec.dir.join("diagnostics") };
+/// Runs every check (a failing check does not stop the others), each reported as it starts
+/// and finishes; evidence goes under `run_dir/diagnostics`. `Err` only when the guest stops
+/// answering, QEMU exits or the user interrupts; failed checks are among those returned.
+pub fn run_all(guest: &mut Guest, run_dir: &Utf8Path, t: &Timeouts) -> Result<Vec<Check>, Failure> {
+    let mut c = Checker { guest, t, evidence_no: 0, dir: run_dir.join("diagnostics") };
+    let mut done = Vec::new();
     const CHECKS: [&str; 7] =
         ["tools", "storage-status", "lvm", "lan-ipv4", "pre-nixos-unit", "failed-units", "serial-lan-line"];
     for name in CHECKS {
         let started = Instant::now();
-        c.guest.serial.progress.note(&format!("check {name} …"));
+        c.guest.emit(Event::CheckStarted(name));
         let mut check = match name {
             "tools" => c.tools(),
             "storage-status" => c.storage_status(),
@@ -45,26 +49,24 @@ pub fn run_all(guest: &mut Guest, rec: &mut Record, t: &Timeouts) -> Result<(), 
         }?;
         check.name = name.to_string();
         check.seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
-        c.guest.transcript.log(&format!("check {name}: {} — {}", check.status, check.detail));
-        c.guest.serial.progress.note(&format!("check {name}: {} — {}", check.status, check.detail));
-        rec.checks.push(check);
-        let _ = rec.write();
+        c.guest.emit(Event::CheckFinished(&check));
+        done.push(check);
     }
-    Ok(())
+    Ok(done)
 }
 
-struct Checker<'a> {
-    guest: &'a mut Guest,
+struct Checker<'a, 's> {
+    guest: &'a mut Guest<'s>,
     t: &'a Timeouts,
     evidence_no: usize,
     dir: camino::Utf8PathBuf,
 }
 
-fn check(status: &'static str, detail: impl Into<String>) -> Check {
+fn check(status: CheckStatus, detail: impl Into<String>) -> Check {
     Check { name: String::new(), status, detail: detail.into(), evidence: String::new(), seconds: 0.0, finding: None }
 }
 
-impl Checker<'_> {
+impl Checker<'_, '_> {
     fn run(&mut self, command: &str) -> Result<Output, Failure> {
         self.guest.run(command, self.t.command).map_err(|f| command_failure(Phase::Checks, f, self.guest))
     }
@@ -134,9 +136,9 @@ impl Checker<'_> {
         let missing: Vec<&str> = out.text.lines().filter_map(|l| l.strip_suffix("=MISSING")).collect();
         let found = out.text.lines().filter(|l| l.contains('=') && !l.ends_with("=MISSING")).count();
         Ok(if missing.is_empty() && found == TOOLS.len() {
-            check("pass", format!("{list} present"))
+            check(CheckStatus::Pass, format!("{list} present"))
         } else {
-            let mut c = check("fail", format!("missing: {}", missing.join(" ")));
+            let mut c = check(CheckStatus::Fail, format!("missing: {}", missing.join(" ")));
             c.evidence = out.text;
             c.finding = Some("check-failed".into());
             c
@@ -152,7 +154,7 @@ impl Checker<'_> {
         let value = |key: &str| out.text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").trim().to_string();
         let (state, detail) = (value("STATE="), value("DETAIL="));
         if done && state == "applied" && detail == "auto-applied" {
-            return Ok(check("pass", "STATE=applied DETAIL=auto-applied"));
+            return Ok(check(CheckStatus::Pass, "STATE=applied DETAIL=auto-applied"));
         }
         let unit_failed = out.text.lines().any(|l| l == "UNIT FAILED");
         let (what, finding) = if unit_failed {
@@ -176,7 +178,7 @@ impl Checker<'_> {
         } else {
             (format!("STATE={state} DETAIL={detail} (want STATE=applied DETAIL=auto-applied)"), "check-failed")
         };
-        let mut c = check("fail", what);
+        let mut c = check(CheckStatus::Fail, what);
         c.finding = Some(finding.into());
         c.evidence = self.storage_evidence()?;
         Ok(c)
@@ -186,9 +188,10 @@ impl Checker<'_> {
         let out = self.run("lvs --noheadings --separator '|' -o lv_name,vg_name")?;
         let pairs: Vec<String> = out.text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
         if out.code == 0 && pairs.iter().any(|p| p == "slash|main") {
-            return Ok(check("pass", format!("LV slash in VG main (lvs: {})", pairs.join(", "))));
+            return Ok(check(CheckStatus::Pass, format!("LV slash in VG main (lvs: {})", pairs.join(", "))));
         }
-        let mut c = check("fail", format!("no LV slash in VG main (lvs exit {}: {})", out.code, pairs.join(", ")));
+        let mut c =
+            check(CheckStatus::Fail, format!("no LV slash in VG main (lvs exit {}: {})", out.code, pairs.join(", ")));
         c.finding = Some("check-failed".into());
         c.evidence = format!("$ lvs\n{}\n{}", out.text, self.evidence("lvm", &["vgs", "lsblk -f"])?);
         Ok(c)
@@ -198,9 +201,10 @@ impl Checker<'_> {
         let (out, done) = self.poll("ip -o -4 addr show dev lan", self.t.network, &|o| o.text.contains(" inet "))?;
         if done {
             let addr = out.text.split_whitespace().skip_while(|w| *w != "inet").nth(1).unwrap_or("?").to_string();
-            return Ok(check("pass", format!("lan has {addr}")));
+            return Ok(check(CheckStatus::Pass, format!("lan has {addr}")));
         }
-        let mut c = check("fail", format!("no IPv4 address on `lan` after {:.0} s", self.t.network.as_secs_f64()));
+        let mut c =
+            check(CheckStatus::Fail, format!("no IPv4 address on `lan` after {:.0} s", self.t.network.as_secs_f64()));
         c.finding = Some("check-failed".into());
         c.evidence = format!(
             "$ ip -o -4 addr show dev lan\n{}\n{}",
@@ -212,7 +216,7 @@ impl Checker<'_> {
 
     fn unit(&mut self) -> Result<Check, Failure> {
         if !self.has("systemctl")? {
-            return Ok(check("skip", "no systemd in the guest (`command -v systemctl` failed)"));
+            return Ok(check(CheckStatus::Skip, "no systemd in the guest (`command -v systemctl` failed)"));
         }
         let cmd = "systemctl show -p LoadState -p ActiveState -p SubState -p Result pre-nixos.service";
         let (out, done) = self.poll(cmd, self.t.unit, &|o| {
@@ -222,13 +226,13 @@ impl Checker<'_> {
         })?;
         let props = out.text.split_whitespace().collect::<Vec<_>>().join(" ");
         let (status, finding) = if out.text.contains("LoadState=not-found") {
-            ("fail", Some("unit-not-found"))
+            (CheckStatus::Fail, Some("unit-not-found"))
         } else if !done {
-            ("fail", Some("unit-stuck"))
+            (CheckStatus::Fail, Some("unit-stuck"))
         } else if out.text.contains("ActiveState=failed") {
-            ("fail", Some("provisioning-failed"))
+            (CheckStatus::Fail, Some("provisioning-failed"))
         } else {
-            ("pass", None)
+            (CheckStatus::Pass, None)
         };
         let mut c = check(status, props);
         if let Some(f) = finding {
@@ -246,13 +250,16 @@ impl Checker<'_> {
     fn failed_units(&mut self) -> Result<Check, Failure> {
         let out = self.run("systemctl list-units --state=failed --no-legend --plain --no-pager")?;
         if out.code != 0 {
-            return Ok(check("skip", format!("`systemctl list-units` is not available here (exit {})", out.code)));
+            return Ok(check(
+                CheckStatus::Skip,
+                format!("`systemctl list-units` is not available here (exit {})", out.code),
+            ));
         }
         let units: Vec<&str> = out.text.lines().filter_map(|l| l.split_whitespace().next()).collect();
         if units.is_empty() {
-            return Ok(check("pass", "no failed units"));
+            return Ok(check(CheckStatus::Pass, "no failed units"));
         }
-        let mut c = check("fail", format!("failed: {}", units.join(" ")));
+        let mut c = check(CheckStatus::Fail, format!("failed: {}", units.join(" ")));
         c.finding = Some("unit-failed".into());
         let status: Vec<String> =
             units.iter().take(3).map(|u| format!("systemctl status {u} --no-pager --lines=20")).collect();
@@ -275,10 +282,10 @@ impl Checker<'_> {
             }
         }
         Ok(match self.guest.serial.seen(LAN_LINE) {
-            Some((line, text)) => check("pass", format!("serial line {line}: {}", text.trim())),
+            Some((line, text)) => check(CheckStatus::Pass, format!("serial line {line}: {}", text.trim())),
             None => {
                 let mut c = check(
-                    "fail",
+                    CheckStatus::Fail,
                     format!("no `LAN IPv4 address:` line on serial within {:.0} s", self.t.serial_line.as_secs_f64()),
                 );
                 // The line went to /dev/console; with ttyS0 not last that is not the serial port.

@@ -7,8 +7,8 @@
 
 use crate::diagnose::Phase;
 use crate::vm::boot::Greeting;
+use crate::vm::guest::Guest;
 use crate::vm::serial::{Stop, Wait};
-use crate::vm::shell::Guest;
 use crate::vm::verdict::Failure;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -59,7 +59,7 @@ pub fn login(
     let mut at_prompt = false;
     let user = match greeting {
         Greeting::Autologin { user } => {
-            guest.transcript.log(&format!("autologin as {user}"));
+            guest.step(&format!("autologin as {user}"));
             user
         }
         Greeting::Prompt => {
@@ -133,7 +133,7 @@ pub fn settle_shell(guest: &mut Guest, t: &Timeouts) -> Result<u32, Failure> {
                 ))
             }
             Err(f) if attempt == 0 && matches!(f.stop, Stop::Deadline) => {
-                guest.transcript.log("no answer yet; sending the setup and `id -u` once more");
+                guest.step("no answer yet; sending the setup and `id -u` once more");
             }
             Err(f) => return Err(command_failure(phase, f, guest)),
         }
@@ -150,7 +150,7 @@ pub fn escalate(
 ) -> Result<&'static str, Failure> {
     let phase = Phase::Root;
     if uid == 0 {
-        guest.transcript.log("already root (id -u = 0)");
+        guest.step("already root (id -u = 0)");
         return Ok("already-root");
     }
     let password = creds.and_then(|c| c.password.clone()).unwrap_or_default();
@@ -172,7 +172,7 @@ pub fn escalate(
             Ok(u) => u,
             Err(f) => return Err(command_failure(phase, f, guest)),
         };
-        guest.transcript.log(&format!("after {method}: id -u = {uid:?} ({outcome})"));
+        guest.step(&format!("after {method}: id -u = {uid:?} ({outcome})"));
         if uid == Some(0) {
             return Ok(method);
         }
@@ -236,7 +236,7 @@ fn stop(phase: Phase, s: Stop, guest: &mut Guest, what: &str) -> Failure {
 }
 
 /// A framed command that did not come back: silence means the guest hung.
-pub fn command_failure(phase: Phase, f: crate::vm::shell::Failed, guest: &mut Guest) -> Failure {
+pub fn command_failure(phase: Phase, f: crate::vm::guest::Failed, guest: &mut Guest) -> Failure {
     let what = format!("running `{}`", f.command);
     match f.stop {
         Stop::Deadline if f.bytes_during == 0 => Failure::fail(
@@ -337,10 +337,8 @@ mod tests {
         let run_dir = camino::Utf8Path::from_path(dir.path()).unwrap();
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let fake = std::thread::spawn(move || fake_guest(theirs));
-        let serial = crate::vm::serial::Serial::new(ours, run_dir, crate::vm::progress::Progress::silent()).unwrap();
-        let transcript =
-            crate::vm::transcript::Transcript::create(&run_dir.join("t.log"), std::time::Instant::now()).unwrap();
-        let mut guest = Guest::new(serial, transcript);
+        let serial = crate::vm::serial::Serial::new(ours, run_dir, Box::new(())).unwrap();
+        let mut guest = Guest::new(serial);
         let t = Timeouts { step: Duration::from_secs(10), command: Duration::from_secs(5) };
         let f = escalate(&mut guest, 1000, None, &t).unwrap_err();
         assert_eq!(f.finding, "escalation-failed", "{}", f.detail);

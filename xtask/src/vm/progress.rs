@@ -1,5 +1,6 @@
 //! Live progress on stderr: an indicatif line (phase, elapsed, last serial line) on a TTY,
-//! plain timestamped lines otherwise (a phase change, then a heartbeat every 15 s).
+//! plain timestamped lines otherwise (a phase change, then a heartbeat every 15 s). vm-test
+//! feeds it from the driver's events (`vm::events`).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::time::{Duration, Instant};
@@ -13,7 +14,6 @@ pub struct Progress {
     phase: String,
     last_draw: Instant,
     last_plain: Instant,
-    quiet: bool,
 }
 
 impl Progress {
@@ -26,19 +26,7 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
-        Progress { bar, start, phase: String::new(), last_draw: start, last_plain: start, quiet: false }
-    }
-
-    /// No output at all (tests of the layers below).
-    pub fn silent() -> Progress {
-        Progress {
-            bar: None,
-            start: Instant::now(),
-            phase: String::new(),
-            last_draw: Instant::now(),
-            last_plain: Instant::now(),
-            quiet: true,
-        }
+        Progress { bar, start, phase: String::new(), last_draw: start, last_plain: start }
     }
 
     fn stamp(&self) -> String {
@@ -49,8 +37,7 @@ impl Progress {
         self.phase = phase.to_string();
         match &self.bar {
             Some(bar) => bar.set_prefix(phase.to_string()),
-            None if !self.quiet => eprintln!("[{}] phase {phase}", self.stamp()),
-            None => {}
+            None => eprintln!("[{}] phase {phase}", self.stamp()),
         }
         self.last_plain = Instant::now();
     }
@@ -59,8 +46,7 @@ impl Progress {
     pub fn note(&mut self, msg: &str) {
         match &self.bar {
             Some(bar) => bar.println(msg),
-            None if !self.quiet => eprintln!("[{}] {msg}", self.stamp()),
-            None => {}
+            None => eprintln!("[{}] {msg}", self.stamp()),
         }
     }
 
@@ -72,7 +58,7 @@ impl Progress {
                 self.last_draw = now;
                 bar.set_message(last_line.chars().take(160).collect::<String>());
             }
-            None if !self.quiet && now - self.last_plain >= HEARTBEAT => {
+            None if now - self.last_plain >= HEARTBEAT => {
                 self.last_plain = now;
                 let line: String = last_line.chars().take(120).collect();
                 eprintln!("[{}] {} … last serial line: {line}", self.stamp(), self.phase);

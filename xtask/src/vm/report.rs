@@ -1,22 +1,16 @@
 //! The human report (`report.md`) and the CI report (`junit.xml`) of a vm-test run.
 //!
-//! Both are rendered from the run's `metadata.json` value, so they can never disagree with it
-//! and can be re-rendered from an old run directory. Missing keys render as "?" rather than
-//! failing: a partial run (QEMU crash, Ctrl-C) still gets a report.
+//! Both are rendered from the run's `RunRecord` (what `metadata.json` holds), so they can
+//! never disagree with it and can be re-rendered from an old run directory. What a partial
+//! run (QEMU crash, Ctrl-C) lacks renders as its default or "?" rather than failing.
 
-use serde_json::Value;
+use crate::diagnose::Phase;
+use crate::vm::record::{CheckStatus, RunRecord, Verdict};
 use std::fmt::Write;
 
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("?")
-}
-
-fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
-}
-
-fn seconds(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_f64).map_or_else(|| "?".into(), |x| format!("{x:.1}"))
+/// An optional value, "?" when unknown.
+fn known<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "?".into(), |v| v.to_string())
 }
 
 /// Markdown-safe table cell: one line, pipes escaped.
@@ -25,65 +19,54 @@ fn cell(text: &str) -> String {
 }
 
 /// `report.md`: outcome and verdict first, then phases, checks, findings, image and QEMU.
-pub fn markdown(meta: &Value) -> String {
+pub fn markdown(run: &RunRecord) -> String {
     let mut out = String::new();
-    let outcome = s(meta, "outcome");
-    let _ = writeln!(out, "# vm-test {} — {}\n", s(meta, "started_at"), outcome.to_uppercase());
-    let image = meta.get("image").unwrap_or(&Value::Null);
-    let qemu = meta.get("qemu").unwrap_or(&Value::Null);
+    let outcome = run.outcome.map_or("?", |o| o.name());
+    let _ = writeln!(out, "# vm-test {} — {}\n", known(run.started_at.as_deref()), outcome.to_uppercase());
+    let (image, qemu) = (&run.image, &run.qemu);
     let _ = writeln!(
         out,
         "- Outcome: **{outcome}** (exit {}), {} s in total",
-        meta.get("exit_code").and_then(Value::as_i64).map_or("?".into(), |c| c.to_string()),
-        seconds(meta, "total_seconds")
+        known(run.exit_code),
+        known(run.total_seconds.map(|x| format!("{x:.1}")))
     );
-    let _ = writeln!(out, "- Image: `{}` ({})", s(image, "path"), s(image, "source"));
-    let _ = writeln!(out, "- Accel: {} — {}", s(qemu, "accel"), s(qemu, "accel_reason"));
-    if let Some(verdict) = meta.get("verdict").filter(|v| !v.is_null()) {
+    let _ = writeln!(out, "- Image: `{}` ({})", image.path, image.source);
+    let _ = writeln!(out, "- Accel: {} — {}", qemu.accel, qemu.accel_reason);
+    if let Some(verdict) = &run.verdict {
         let _ = writeln!(out, "\n## Verdict\n");
-        let _ = writeln!(out, "- Phase: **{}**", s(verdict, "phase"));
-        let _ = writeln!(out, "- Finding: `{}`", s(verdict, "finding"));
-        if let Some(detail) = verdict.get("detail").and_then(Value::as_str).filter(|d| !d.is_empty()) {
-            let _ = writeln!(out, "- What happened: {detail}");
+        let _ = writeln!(out, "- Phase: **{}**", verdict.phase);
+        let _ = writeln!(out, "- Finding: `{}`", verdict.finding);
+        if !verdict.detail.is_empty() {
+            let _ = writeln!(out, "- What happened: {}", verdict.detail);
         }
-        let _ = writeln!(out, "- Likely cause: {}", s(verdict, "cause"));
-        let _ = writeln!(out, "- Fix: {}", s(verdict, "fix"));
-        let last: Vec<&str> = meta
-            .pointer("/serial/last_lines")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let _ = writeln!(out, "- Likely cause: {}", verdict.cause);
+        let _ = writeln!(out, "- Fix: {}", verdict.fix);
+        let last = run.serial.as_ref().map_or(&[][..], |s| &s.last_lines);
         if !last.is_empty() {
             let _ = writeln!(out, "\nLast serial lines (clean):\n\n```text\n{}\n```", last.join("\n"));
         }
     }
 
     let _ = writeln!(out, "\n## Phases\n\n| phase | seconds | status |\n|---|---:|---|");
-    for p in arr(meta, "phases") {
-        let _ = writeln!(out, "| {} | {} | {} |", s(p, "phase"), seconds(p, "seconds"), s(p, "status"));
+    for p in &run.phases {
+        let _ = writeln!(out, "| {} | {:.1} | {} |", p.phase, p.seconds, p.status.name());
     }
 
-    let checks = arr(meta, "checks");
-    if !checks.is_empty() {
+    if !run.checks.is_empty() {
         let _ = writeln!(out, "\n## Checks\n\n| check | status | detail |\n|---|---|---|");
-        for c in checks {
-            let _ = writeln!(out, "| {} | {} | {} |", s(c, "name"), s(c, "status"), cell(s(c, "detail")));
+        for c in &run.checks {
+            let _ = writeln!(out, "| {} | {} | {} |", c.name, c.status, cell(&c.detail));
         }
-        for c in checks.iter().filter(|c| s(c, "status") == "fail") {
-            if let Some(evidence) = c.get("evidence").and_then(Value::as_str).filter(|e| !e.is_empty()) {
-                let _ = writeln!(out, "\n### Evidence: {}\n\n```text\n{}\n```", s(c, "name"), evidence.trim_end());
-            }
+        for c in run.checks.iter().filter(|c| c.status == CheckStatus::Fail && !c.evidence.is_empty()) {
+            let _ = writeln!(out, "\n### Evidence: {}\n\n```text\n{}\n```", c.name, c.evidence.trim_end());
         }
     }
 
-    let findings = arr(meta, "findings");
+    let findings = run.findings.as_deref().unwrap_or_default();
     if !findings.is_empty() {
         let _ = writeln!(out, "\n## Findings\n\n| id | serial.txt line | text |\n|---|---:|---|");
         for f in findings {
-            let line = f.get("line").and_then(Value::as_u64).unwrap_or(0);
-            let _ = writeln!(out, "| `{}` | {} | {} |", s(f, "id"), line, cell(s(f, "text")));
+            let _ = writeln!(out, "| `{}` | {} | {} |", f.id, f.line, cell(&f.text));
         }
     }
 
@@ -91,24 +74,16 @@ pub fn markdown(meta: &Value) -> String {
     let _ = writeln!(
         out,
         "- ISO: `{}`, {} bytes{}",
-        s(image, "path"),
-        image.get("size_bytes").and_then(Value::as_u64).map_or("?".into(), |b| b.to_string()),
-        image.get("fault").and_then(Value::as_str).map_or(String::new(), |f| format!(", fault variant `{f}`"))
+        image.path,
+        image.size_bytes,
+        image.fault.as_ref().map_or(String::new(), |f| format!(", fault variant `{f}`"))
     );
-    if let Some(store) = image.get("store_path").and_then(Value::as_str) {
-        let _ = writeln!(out, "- Store path: `{store}`, narHash `{}`", s(image, "nar_hash"));
+    if let Some(store) = &image.store_path {
+        let _ = writeln!(out, "- Store path: `{store}`, narHash `{}`", known(image.nar_hash.as_deref()));
     }
-    let _ = writeln!(
-        out,
-        "- QEMU {} ({}), {} MiB, {} CPUs",
-        s(qemu, "version"),
-        s(qemu, "binary"),
-        qemu.get("memory_mib").map_or("?".into(), Value::to_string),
-        qemu.get("cpus").map_or("?".into(), Value::to_string)
-    );
-    let command: Vec<&str> = arr(qemu, "command").iter().filter_map(Value::as_str).collect();
-    if !command.is_empty() {
-        let _ = writeln!(out, "\n```sh\n{}\n```", crate::ui::shell_join(&command));
+    let _ = writeln!(out, "- QEMU {} ({}), {} MiB, {} CPUs", qemu.version, qemu.binary, qemu.memory_mib, qemu.cpus);
+    if !qemu.command.is_empty() {
+        let _ = writeln!(out, "\n```sh\n{}\n```", crate::ui::shell_join(&qemu.command));
     }
     let _ = writeln!(
         out,
@@ -134,54 +109,41 @@ fn xml_escape(text: &str) -> String {
 }
 
 /// `junit.xml`: one test case for the boot (all phases up to a root shell) and one per check.
-pub fn junit(meta: &Value) -> String {
+pub fn junit(run: &RunRecord) -> String {
     struct Case {
         name: String,
         seconds: String,
         failure: Option<(String, String)>,
         skipped: bool,
     }
-    let verdict = meta.get("verdict").filter(|v| !v.is_null());
-    let boot_phases = ["qemu", "bootloader", "kernel", "init", "login", "shell", "root"];
-    let boot_seconds: f64 = arr(meta, "phases")
-        .iter()
-        .filter(|p| boot_phases.contains(&s(p, "phase")))
-        .filter_map(|p| p.get("seconds").and_then(Value::as_f64))
-        .fold(0.0, |a, b| a + b);
-    let boot_failed = verdict.filter(|v| boot_phases.contains(&s(v, "phase")));
+    let in_boot = |p: Phase| p <= Phase::Root;
+    let boot_seconds: f64 = run.phases.iter().filter(|p| in_boot(p.phase)).map(|p| p.seconds).fold(0.0, |a, b| a + b);
+    let cause_and_fix = |v: &Verdict| format!("Likely cause: {}\nFix: {}", v.cause, v.fix);
+    let verdict = run.verdict.as_ref();
     let mut cases = vec![Case {
         name: "boot to a verified root shell".into(),
         seconds: format!("{boot_seconds:.3}"),
-        failure: boot_failed.map(|v| {
-            (
-                format!("{}: {}", s(v, "phase"), s(v, "finding")),
-                format!("Likely cause: {}\nFix: {}", s(v, "cause"), s(v, "fix")),
-            )
-        }),
+        failure: verdict
+            .filter(|v| in_boot(v.phase))
+            .map(|v| (format!("{}: {}", v.phase, v.finding), cause_and_fix(v))),
         skipped: false,
     }];
-    for c in arr(meta, "checks") {
-        let status = s(c, "status");
+    for c in &run.checks {
         cases.push(Case {
-            name: format!("check {}", s(c, "name")),
+            name: format!("check {}", c.name),
             seconds: "0".into(),
-            failure: (status == "fail").then(|| {
-                (s(c, "detail").to_string(), c.get("evidence").and_then(Value::as_str).unwrap_or("").to_string())
-            }),
-            skipped: status == "skip",
+            failure: (c.status == CheckStatus::Fail).then(|| (c.detail.clone(), c.evidence.clone())),
+            skipped: c.status == CheckStatus::Skip,
         });
     }
     // A verdict after the boot (the guest stopped answering during the checks, QEMU died at
     // poweroff, ...) gets its own failing case unless a failed check already carries it.
     let a_check_failed = cases.iter().any(|c| c.failure.is_some());
-    if let Some(v) = verdict.filter(|v| !boot_phases.contains(&s(v, "phase")) && !a_check_failed) {
+    if let Some(v) = verdict.filter(|v| !in_boot(v.phase) && !a_check_failed) {
         cases.push(Case {
-            name: format!("phase {}", s(v, "phase")),
+            name: format!("phase {}", v.phase),
             seconds: "0".into(),
-            failure: Some((
-                s(v, "finding").to_string(),
-                format!("Likely cause: {}\nFix: {}", s(v, "cause"), s(v, "fix")),
-            )),
+            failure: Some((v.finding.clone(), cause_and_fix(v))),
             skipped: false,
         });
     }
@@ -192,8 +154,8 @@ pub fn junit(meta: &Value) -> String {
         out,
         "<testsuites><testsuite name=\"vm-test\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{}\" timestamp=\"{}\">",
         cases.len(),
-        meta.get("total_seconds").and_then(Value::as_f64).unwrap_or(0.0),
-        xml_escape(s(meta, "started_at"))
+        run.total_seconds.unwrap_or(0.0),
+        xml_escape(run.started_at.as_deref().unwrap_or("?"))
     );
     for c in cases {
         let _ =
@@ -218,10 +180,10 @@ pub fn junit(meta: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn failed_run() -> Value {
-        json!({
+    fn failed_run() -> RunRecord {
+        RunRecord::from_value(json!({
             "schema": 1, "started_at": "2026-11-25T18:18:17Z", "outcome": "fail", "exit_code": 1,
             "total_seconds": 42.5,
             "image": {"path": "/x/nixos-fixture.iso", "size_bytes": 1000, "source": "fixture", "fault": "sudo-password"},
@@ -234,7 +196,11 @@ mod tests {
                         "detail": "sudo -i and su - both asked for a password"},
             "serial": {"last_lines": ["[sudo] password for nixos:", "su: Authentication failure"]},
             "findings": [{"id": "escalation-failed", "line": 40, "text": "[sudo] password for nixos: <x|y>"}]
-        })
+        }))
+    }
+
+    fn render(f: fn(&RunRecord) -> String, v: Value) -> String {
+        f(&RunRecord::from_value(v))
     }
 
     #[test]
@@ -257,7 +223,7 @@ mod tests {
         assert!(xml.contains("<failure message=\"root: escalation-failed\">"));
         let pass = json!({"outcome": "pass", "verdict": null, "phases": [],
             "checks": [{"name": "tools", "status": "pass"}, {"name": "lan", "status": "fail", "detail": "no <inet>", "evidence": "\u{1b}x"}]});
-        let xml = junit(&pass);
+        let xml = render(junit, pass);
         assert!(xml.contains("tests=\"3\" failures=\"1\""));
         assert!(xml.contains("message=\"no &lt;inet&gt;\""));
         assert!(!xml.contains('\u{1b}'));
@@ -268,20 +234,20 @@ mod tests {
         let run = json!({"outcome": "fail", "phases": [],
             "checks": [{"name": "tools", "status": "pass"}],
             "verdict": {"phase": "checks", "finding": "guest-unresponsive", "cause": "c", "fix": "f"}});
-        let xml = junit(&run);
+        let xml = render(junit, run);
         assert!(xml.contains("tests=\"3\" failures=\"1\""), "{xml}");
         assert!(xml.contains("name=\"phase checks\" time=\"0\"><failure message=\"guest-unresponsive\">"), "{xml}");
         // A failed check already carries the verdict: no extra case.
         let run = json!({"outcome": "fail", "phases": [],
             "checks": [{"name": "lvm", "status": "fail", "detail": "no VG main"}],
             "verdict": {"phase": "checks", "finding": "check-failed", "cause": "c", "fix": "f"}});
-        assert!(junit(&run).contains("tests=\"2\" failures=\"1\""));
+        assert!(render(junit, run).contains("tests=\"2\" failures=\"1\""));
     }
 
     #[test]
     fn partial_metadata_still_renders() {
-        let md = markdown(&json!({"outcome": "interrupted"}));
+        let md = render(markdown, json!({"outcome": "interrupted"}));
         assert!(md.contains("INTERRUPTED"));
-        assert!(junit(&json!({})).contains("<testsuite name=\"vm-test\""));
+        assert!(render(junit, json!({})).contains("<testsuite name=\"vm-test\""));
     }
 }

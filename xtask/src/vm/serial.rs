@@ -1,11 +1,11 @@
 //! The serial line: QEMU connects to a socket the harness already listens on; bytes are read
-//! with `poll()` then `read()`, teed raw to `serial.log`, cleaned once by `crate::clean::Cleaner`
+//! with `poll()` then `read()`, teed raw to `serial.log`, cleaned once by `crate::strip_escapes::Cleaner`
 //! (→ `serial.txt` and the match buffer), and fed line by line to `crate::diagnose::Detector`.
 //! `expect` matches precompiled regexes on clean text only, with a deadline and a stall window.
 
-use crate::clean::Cleaner;
 use crate::diagnose::{Detector, Finding};
-use crate::vm::progress::Progress;
+use crate::strip_escapes::Cleaner;
+use crate::vm::events::{Event, Sink};
 use crate::vm::qemu::Paused;
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -116,7 +116,7 @@ struct Watch {
     seen: Option<(usize, String)>,
 }
 
-pub struct Serial {
+pub struct Serial<'s> {
     stream: UnixStream,
     raw_log: std::fs::File,
     txt_log: std::fs::File,
@@ -143,7 +143,8 @@ pub struct Serial {
     /// Clean bytes dropped from the match buffer because nothing consumed them (flood).
     pub dropped: u64,
     eof: bool,
-    pub progress: Progress,
+    /// Where the driver's events go.
+    sink: Box<dyn Sink + 's>,
 }
 
 /// Binds the listening socket QEMU will connect to. Bind BEFORE spawning QEMU.
@@ -156,7 +157,7 @@ pub fn listen(path: &Utf8Path) -> Result<UnixListener> {
 pub fn accept(listener: &UnixListener, timeout: Duration, alive: &mut dyn FnMut() -> bool) -> Result<UnixStream, Stop> {
     let end = Instant::now() + timeout;
     loop {
-        if crate::vm::interrupted() {
+        if crate::interrupt::interrupted() {
             return Err(Stop::Interrupted);
         }
         match poll_fd(listener.as_raw_fd(), Duration::from_millis(100)) {
@@ -186,8 +187,8 @@ fn poll_fd(fd: i32, timeout: Duration) -> std::io::Result<bool> {
     Ok(n > 0)
 }
 
-impl Serial {
-    pub fn new(stream: UnixStream, run_dir: &Utf8Path, progress: Progress) -> Result<Serial> {
+impl<'s> Serial<'s> {
+    pub fn new(stream: UnixStream, run_dir: &Utf8Path, sink: Box<dyn Sink + 's>) -> Result<Serial<'s>> {
         let open = |name: &str| -> Result<std::fs::File> {
             Ok(fs_err::OpenOptions::new().create(true).append(true).open(run_dir.join(name))?.into_parts().0)
         };
@@ -213,7 +214,7 @@ impl Serial {
             bytes: 0,
             dropped: 0,
             eof: false,
-            progress,
+            sink,
         })
     }
 
@@ -250,6 +251,11 @@ impl Serial {
     /// Tells the detector the harness moved on to `phase` (it cannot see login, root, checks).
     pub fn advance(&mut self, phase: crate::diagnose::Phase) {
         self.detector.advance(phase, self.lines);
+    }
+
+    /// Reports `event` to the run's sink.
+    pub fn emit(&mut self, event: Event<'_>) {
+        self.sink.event(event);
     }
 
     pub fn eof(&self) -> bool {
@@ -297,7 +303,7 @@ impl Serial {
         }
         if !poll_fd(self.stream.as_raw_fd(), timeout)? {
             self.streaming = false;
-            self.progress.tick(&self.last_line());
+            self.emit_last_line();
             return Ok(false);
         }
         let mut chunk = [0u8; 16 * 1024];
@@ -329,8 +335,13 @@ impl Serial {
             self.bound_buffer();
             self.feed_lines(&clean);
         }
-        self.progress.tick(&self.last_line());
+        self.emit_last_line();
         Ok(true)
+    }
+
+    fn emit_last_line(&mut self) {
+        let line = self.last_line();
+        self.sink.event(Event::Line(&line));
     }
 
     fn bound_buffer(&mut self) {
@@ -465,7 +476,7 @@ impl Serial {
     }
 
     /// Reads (and tees, cleans, detects) until `done()` is true or the wait ends.
-    pub fn wait_until(&mut self, wait: Wait, done: &mut dyn FnMut(&Serial) -> bool) -> Result<(), Stop> {
+    pub fn wait_until(&mut self, wait: Wait, done: &mut dyn FnMut(&Serial<'s>) -> bool) -> Result<(), Stop> {
         let started = Instant::now();
         loop {
             if done(self) {
@@ -482,7 +493,7 @@ impl Serial {
     /// Reads whatever arrives for `d` (used to collect evidence after a failure).
     pub fn drain_for(&mut self, d: Duration) {
         let end = Instant::now() + d;
-        while !self.eof && Instant::now() < end && !crate::vm::interrupted() {
+        while !self.eof && Instant::now() < end && !crate::interrupt::interrupted() {
             if self.pump(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(200))).is_err() {
                 break;
             }
@@ -506,7 +517,7 @@ impl Serial {
     }
 
     fn should_stop(&mut self, wait: Wait, started: Instant) -> Option<Stop> {
-        if crate::vm::interrupted() {
+        if crate::interrupt::interrupted() {
             return Some(Stop::Interrupted);
         }
         if let Some((f, at)) = self.fatal.clone() {
@@ -562,11 +573,11 @@ fn push_prefix(line: &mut String, text: &str, max: usize) {
 mod tests {
     use super::*;
 
-    fn pair() -> (Serial, UnixStream, tempfile::TempDir) {
+    fn pair() -> (Serial<'static>, UnixStream, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = UnixStream::pair().unwrap();
         let run_dir = Utf8Path::from_path(dir.path()).unwrap();
-        (Serial::new(ours, run_dir, Progress::silent()).unwrap(), theirs, dir)
+        (Serial::new(ours, run_dir, Box::new(())).unwrap(), theirs, dir)
     }
 
     #[test]

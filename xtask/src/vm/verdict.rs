@@ -13,14 +13,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Fail => "fail",
-            Outcome::Infra => "infra",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Fail => crate::exit::FAILED,
@@ -120,15 +112,14 @@ impl Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vm::progress::Progress;
     use std::io::Write;
     use std::time::Duration;
 
-    fn serial() -> (Serial, std::os::unix::net::UnixStream, tempfile::TempDir) {
+    fn serial() -> (Serial<'static>, std::os::unix::net::UnixStream, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let run_dir = camino::Utf8Path::from_path(dir.path()).unwrap();
-        (Serial::new(ours, run_dir, Progress::silent()).unwrap(), theirs, dir)
+        (Serial::new(ours, run_dir, Box::new(())).unwrap(), theirs, dir)
     }
 
     /// An ISO the firmware cannot boot leaves the serial line empty: the verdict says exactly

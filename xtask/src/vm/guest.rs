@@ -1,4 +1,4 @@
-//! A boring, framed shell over the serial line.
+//! `Guest`: the serial line driven as a boring, framed shell.
 //!
 //! Boring: no echo, no bracketed paste, plain PS1, no PROMPT_COMMAND, TERM=dumb, no pager.
 //! Framed: every output line of a command is prefixed by sed with a per-command nonce, and
@@ -8,15 +8,15 @@
 //! time: the next is sent only after the previous end marker arrived; the boring setup line
 //! has its own end marker too.
 
+use crate::diagnose::Phase;
+use crate::vm::events::Event;
 use crate::vm::serial::{Serial, Stop, Wait};
-use crate::vm::transcript::Transcript;
 use regex::Regex;
 use std::time::{Duration, Instant};
 
-/// The serial line plus the transcript: what login, shell and checks drive.
-pub struct Guest {
-    pub serial: Serial,
-    pub transcript: Transcript,
+/// The serial line as login, shell and checks drive it; every step is reported as an event.
+pub struct Guest<'s> {
+    pub serial: Serial<'s>,
     counter: u32,
     tag: String,
 }
@@ -49,18 +49,26 @@ impl std::fmt::Display for Failed {
 pub const BORING: &str = "stty -echo 2>/dev/null; bind 'set enable-bracketed-paste off' 2>/dev/null; \
 unset PROMPT_COMMAND; PS1='$ '; PS2=''; export TERM=dumb PAGER=cat SYSTEMD_PAGER=cat SYSTEMD_COLORS=0 NO_COLOR=1 HISTFILE=/dev/null";
 
-impl Guest {
-    pub fn new(serial: Serial, transcript: Transcript) -> Guest {
+impl<'s> Guest<'s> {
+    pub fn new(serial: Serial<'s>) -> Guest<'s> {
         let tag = format!("{:x}", std::process::id() ^ (jiff::Timestamp::now().as_millisecond() as u32));
-        Guest { serial, transcript, counter: 0, tag }
+        Guest { serial, counter: 0, tag }
     }
 
-    /// Starts `phase` in the record, on the progress line and in the transcript.
-    pub fn enter(&mut self, rec: &mut crate::vm::record::Record, phase: crate::diagnose::Phase) {
-        rec.begin(phase);
+    /// Starts `phase`: the detector learns it, the sink hears of it.
+    pub fn enter(&mut self, phase: Phase) {
         self.serial.advance(phase);
-        self.serial.progress.phase(phase.name());
-        self.transcript.log(&format!("phase {phase}"));
+        self.serial.emit(Event::Phase(phase));
+    }
+
+    /// Reports an event to the run's sink.
+    pub fn emit(&mut self, event: Event<'_>) {
+        self.serial.emit(event);
+    }
+
+    /// Reports a step of the dialogue (the transcript's lines).
+    pub fn step(&mut self, text: &str) {
+        self.serial.emit(Event::Step(text));
     }
 
     fn nonce(&mut self) -> String {
@@ -70,7 +78,7 @@ impl Guest {
 
     /// Sends raw text (login names, passwords, `sudo -i`), logging it (passwords masked by the caller).
     pub fn type_line(&mut self, shown: &str, text: &str) -> Result<(), Stop> {
-        self.transcript.log(&format!("send: {shown}"));
+        self.step(&format!("send: {shown}"));
         self.serial.send(text).map_err(Stop::Io)
     }
 
@@ -80,7 +88,7 @@ impl Guest {
     pub fn make_boring(&mut self, timeout: Duration) -> Result<(), Failed> {
         let n = self.nonce();
         let command = "(make the shell boring) stty -echo; bracketed paste off; PS1='$ '; TERM=dumb; pagers off";
-        self.transcript.log(&format!("send: {command}"));
+        self.step(&format!("send: {command}"));
         self.serial.discard();
         let bytes_before = self.serial.bytes;
         let line = boring_line(&n);
@@ -92,7 +100,7 @@ impl Guest {
             Ok(_) => Ok(()),
             Err(stop) => {
                 let f = Failed { command: command.to_string(), stop, bytes_during: self.serial.bytes - bytes_before };
-                self.transcript.log(&format!("FAILED: {f}"));
+                self.step(&format!("FAILED: {f}"));
                 Err(f)
             }
         }
@@ -108,7 +116,7 @@ impl Guest {
         let line = format!(
             "{{ {command}\nprintf '\\n%s=%s\\n' '__E_''{n}' \"$?\"; }} </dev/null 2>&1 | sed 's/^/{head}''{tail}|/'\n"
         );
-        self.transcript.log(&format!("$ {command}"));
+        self.step(&format!("$ {command}"));
         self.serial.discard();
         let bytes_before = self.serial.bytes;
         let started = Instant::now();
@@ -121,12 +129,12 @@ impl Guest {
                 let text = unframe(&hit.before, &n);
                 let code: i32 = hit.group(1).parse().unwrap_or(-1);
                 let out = Output { code, text, seconds: started.elapsed().as_secs_f64() };
-                self.transcript.log(&format!("exit {code} after {:.3}s\n{}", out.seconds, out.text));
+                self.step(&format!("exit {code} after {:.3}s\n{}", out.seconds, out.text));
                 Ok(out)
             }
             Err(stop) => {
                 let f = Failed { command: command.to_string(), stop, bytes_during: self.serial.bytes - bytes_before };
-                self.transcript.log(&format!("FAILED: {f}"));
+                self.step(&format!("FAILED: {f}"));
                 Err(f)
             }
         }
@@ -171,6 +179,38 @@ pub fn parse_uid(text: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layers below vm-test report to their sink and write nothing but the serial logs:
+    /// no transcript, no record, no terminal output of their own.
+    #[test]
+    fn the_guest_reports_to_its_sink_only() {
+        use crate::vm::events::Sink;
+        use std::io::Write;
+        struct Recorder(std::rc::Rc<std::cell::RefCell<Vec<String>>>);
+        impl Sink for Recorder {
+            fn event(&mut self, event: Event<'_>) {
+                self.0.borrow_mut().push(format!("{event:?}"));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = camino::Utf8Path::from_path(dir.path()).unwrap();
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let serial = Serial::new(ours, run_dir, Box::new(Recorder(seen.clone()))).unwrap();
+        let mut guest = Guest::new(serial);
+        guest.enter(Phase::Shell);
+        theirs.write_all(b"\x1b[1mboot line\x1b[0m\r\n").unwrap();
+        guest.serial.drain_for(Duration::from_millis(200));
+        guest.type_line("poweroff", "poweroff\n").unwrap();
+        drop(guest);
+        let seen = seen.borrow();
+        assert_eq!(seen[0], "Phase(Shell)");
+        assert!(seen.contains(&r#"Line("boot line")"#.to_string()), "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some(r#"Step("send: poweroff")"#));
+        let mut files: Vec<_> = std::fs::read_dir(run_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        files.sort();
+        assert_eq!(files, ["serial.log", "serial.txt"]);
+    }
 
     #[test]
     fn unframe_ignores_echo_and_broadcasts() {

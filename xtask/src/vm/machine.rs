@@ -1,0 +1,127 @@
+//! One QEMU for one run, started and cleaned up the same way by `vm-test` and by `bench`'s
+//! bare-QEMU baseline: a fresh scratch disk, the sockets (moved to a private /tmp directory
+//! when the run directory's path is too long for a Unix socket), the serial socket bound
+//! before QEMU starts (nothing it prints is lost), QEMU itself, and the scratch files removed
+//! however the run ends unless the VM is kept.
+
+use crate::vm::qemu::{self, Qemu, Spec};
+use crate::vm::serial::{self, Stop};
+use anyhow::Result;
+use camino::{Utf8Path, Utf8PathBuf};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+/// What a caller chooses about the VM; the rest of the command line is fixed (`qemu::Spec`).
+pub struct Options {
+    pub binary: Utf8PathBuf,
+    pub iso: Utf8PathBuf,
+    pub accel: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// QEMU may outlive the harness (`vm-test --keep`): its serial line reconnects.
+    pub keep: bool,
+}
+
+/// The scratch disk and the socket paths, before QEMU starts: `spec` is final, so the caller
+/// can record the command line first (a QEMU that fails to start is then on record).
+pub struct Prepared {
+    pub spec: Spec,
+    keep: bool,
+    scratch: Scratch,
+}
+
+/// Creates the scratch disk (sparse qcow2, 4 GiB) in `dir` and picks the socket paths and a
+/// free port for the forwarded ssh.
+pub fn prepare(dir: &Utf8Path, options: Options) -> Result<Prepared> {
+    let mut scratch = Scratch::default();
+    let disk = dir.join("disk.qcow2");
+    scratch.files.push(disk.clone());
+    qemu::create_disk(&disk, "4G")?;
+    let (sock_dir, temporary) = qemu::socket_dir(dir)?;
+    scratch.temp_dir = temporary.then(|| sock_dir.clone());
+    scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);
+    let spec = Spec {
+        binary: options.binary,
+        iso: options.iso,
+        disk,
+        accel: options.accel,
+        memory_mib: options.memory_mib,
+        cpus: options.cpus,
+        serial_sock: sock_dir.join("serial.sock"),
+        qmp_sock: sock_dir.join("qmp.sock"),
+        ssh_port: qemu::free_port()?,
+        reconnect_serial: options.keep,
+    };
+    Ok(Prepared { spec, keep: options.keep, scratch })
+}
+
+impl Prepared {
+    /// Binds the serial socket, then spawns QEMU with its output to `stderr_log`.
+    pub fn start(self, stderr_log: &Utf8Path) -> Result<Machine> {
+        let listener = serial::listen(&self.spec.serial_sock)?;
+        let vm = Qemu::spawn(&self.spec, stderr_log, self.keep)?;
+        Ok(Machine { vm, spec: self.spec, listener: Some(listener), stopped_by: None, scratch: self.scratch })
+    }
+}
+
+/// A started QEMU. Dropping it kills QEMU, then removes the scratch files (fields drop in
+/// order: QEMU is gone before its disk and sockets are).
+pub struct Machine {
+    pub vm: Qemu,
+    pub spec: Spec,
+    listener: Option<UnixListener>,
+    /// How QEMU ended, once known: `guest-poweroff` or the rung of the shutdown ladder.
+    pub stopped_by: Option<&'static str>,
+    scratch: Scratch,
+}
+
+impl Machine {
+    /// Waits (by poll) for QEMU to connect its serial line; `Stop::Eof` if QEMU exits first.
+    pub fn accept(&mut self, timeout: Duration) -> Result<UnixStream, Stop> {
+        let listener = self.listener.as_ref().expect("the serial socket is open until close_serial");
+        let vm = &mut self.vm;
+        serial::accept(listener, timeout, &mut || vm.try_wait().is_none())
+    }
+
+    /// Stops listening and removes the serial socket: a kept VM's `attach` binds it anew.
+    pub fn close_serial(&mut self) {
+        self.listener = None;
+        let _ = std::fs::remove_file(&self.spec.serial_sock);
+    }
+
+    /// The shutdown ladder from QMP on (see `Qemu::stop`); the first way QEMU ended is kept.
+    pub fn stop(&mut self, powerdown_wait: Duration) -> &'static str {
+        let rung = self.vm.stop(powerdown_wait);
+        self.stopped_by.get_or_insert(rung);
+        rung
+    }
+
+    /// Leaves QEMU running after the harness exits, with its disk and QMP socket (`--keep`).
+    pub fn keep(self) -> u32 {
+        let Machine { vm, mut scratch, .. } = self;
+        scratch.kept = true;
+        vm.detach()
+    }
+}
+
+/// The run's scratch files: the disk, the sockets and a /tmp socket directory.
+#[derive(Default)]
+struct Scratch {
+    files: Vec<Utf8PathBuf>,
+    temp_dir: Option<Utf8PathBuf>,
+    kept: bool,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(d) = &self.temp_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
