@@ -10,6 +10,7 @@ mod attach;
 mod bench;
 mod build_image;
 mod clean;
+mod debian;
 mod diagnose;
 mod doctor;
 mod exit;

@@ -5,6 +5,7 @@
 //! The layers live in `crate::vm` (QEMU → serial → boot → login → shell → checks → record);
 //! this module holds the flags, the order of the phases and the terminal output.
 
+use crate::accel::AccelChoice;
 use crate::diagnose::{Finding, Phase};
 use crate::vm::boot;
 use crate::vm::checks;
@@ -22,7 +23,6 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use regex::Regex;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -38,8 +38,8 @@ pub struct Args {
     #[arg(long)]
     pub no_build: bool,
     /// Accelerator: auto probes KVM by booting a kernel and falls back to TCG
-    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
-    pub accel: String,
+    #[arg(long, value_name = "auto|kvm|tcg", value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
     /// Guest memory in MiB [default: 1024 for the fixture, 2048 otherwise]
     #[arg(long, value_name = "MIB")]
     pub memory: Option<u32>,
@@ -270,13 +270,12 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     }
 
     // Accelerator.
-    let (accel, reason) = match args.accel.as_str() {
-        "auto" => {
+    let (accel, reason) = match args.accel.fixed() {
+        Some(accel) => (accel, "chosen with --accel".to_string()),
+        None => {
             progress.note("accel auto: probing KVM by booting a kernel …");
-            let (a, why) = crate::accel::choose_auto();
-            (a.name().to_string(), why)
+            crate::accel::choose_auto()
         }
-        other => (other.to_string(), "chosen with --accel".to_string()),
     };
     progress.note(&format!("accel {accel}: {reason}"));
     if crate::vm::interrupted() {
@@ -285,11 +284,12 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
 
     // QEMU.
     let binary = qemu::locate().map_err(|e| infra("qemu-start-failed", e))?;
+    let sh = crate::process::shell().map_err(|e| infra("qemu-start-failed", e))?;
     let memory = args.memory.unwrap_or(if rec.image.source.starts_with("fixture") { 1024 } else { 2048 });
     let disk = rec.dir.join("disk.qcow2");
     let mut scratch = Scratch::default();
     scratch.files.push(disk.clone());
-    qemu::create_disk(&disk, "4G").map_err(|e| infra("qemu-start-failed", e))?;
+    qemu::create_disk(&sh, &disk, "4G").map_err(|e| infra("qemu-start-failed", e))?;
     let (sock_dir, temporary) = qemu::socket_dir(&rec.dir).map_err(|e| infra("qemu-start-failed", e))?;
     scratch.temp_dir = temporary.then(|| sock_dir.clone());
     scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);
@@ -297,7 +297,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         binary: binary.clone(),
         iso: iso.clone(),
         disk: disk.clone(),
-        accel: accel.clone(),
+        accel,
         memory_mib: memory,
         cpus: args.cpus,
         serial_sock: sock_dir.join("serial.sock"),
@@ -307,9 +307,9 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     };
     rec.qemu = crate::vm::record::QemuInfo {
         binary: binary.to_string(),
-        version: qemu::version(&binary).unwrap_or_default(),
+        version: qemu::version(&sh, &binary).unwrap_or_default(),
         command: spec.command(),
-        accel,
+        accel: accel.to_string(),
         accel_reason: reason,
         memory_mib: memory,
         cpus: args.cpus,
@@ -588,13 +588,6 @@ macro_rules! say {
     };
 }
 
-/// Prints to stdout; a closed stdout (`vm-test | head`) loses the text, it does not panic:
-/// the record in the run directory is complete either way.
-fn emit(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
-}
-
 fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
     let mut out = String::new();
     say!(out, "QEMU left running (--keep), pid {}.", vm.pid);
@@ -602,7 +595,7 @@ fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
     say!(out, "  power it off:   cargo xtask attach --stop {dir}");
     say!(out, "  QMP socket:     {}", spec.qmp_sock);
     say!(out, "  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
-    emit(&out);
+    let _ = ui::print(&out);
 }
 
 fn print_summary(rec: &Record) {
@@ -657,7 +650,7 @@ fn print_summary(rec: &Record) {
         }
     }
     say!(out, "run directory: {}  (exit {})", rec.dir, rec.exit_code());
-    emit(&out);
+    let _ = ui::print(&out);
 }
 
 #[cfg(test)]
