@@ -14,6 +14,7 @@ packages=(
   mmdebstrap squashfs-tools                                 # the systemd fixture's root file system
   sudo lvm2 e2fsprogs util-linux udhcpc    # binaries copied into the fixture's initramfs
   shellcheck                               # lints scripts/*.sh in the test suite
+  tesseract-ocr                            # vm-test reads the guest's screen (OCR) when serial is silent
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -10,6 +10,7 @@ pub mod progress;
 pub mod qemu;
 pub mod record;
 pub mod report;
+pub mod screen;
 pub mod serial;
 pub mod shell;
 pub mod transcript;
