@@ -228,7 +228,11 @@ pub struct GroupOutput {
 /// The group is killed before the leader is reaped: until then the group id (the leader's pid)
 /// cannot have been reused by an unrelated process. Without pidfd_open (Linux < 5.3) the end of
 /// both outputs stands for the exit.
-pub fn run_in_own_group(cmd: &mut Command, limit: Duration, cap: usize) -> std::io::Result<GroupOutput> {
+pub fn run_in_own_group(cmd: xshell::Cmd<'_>, limit: Duration, cap: usize) -> std::io::Result<GroupOutput> {
+    run_command_in_own_group(&mut Command::from(cmd), limit, cap)
+}
+
+fn run_command_in_own_group(cmd: &mut Command, limit: Duration, cap: usize) -> std::io::Result<GroupOutput> {
     let end = Instant::now() + limit;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     die_with_parent(cmd);
@@ -294,7 +298,7 @@ impl BoundedOutput {
 pub fn output_within(cmd: xshell::Cmd<'_>, limit: Duration) -> anyhow::Result<BoundedOutput> {
     let mut cmd = Command::from(cmd);
     let shown = format!("{:?}", cmd.get_program());
-    let got = run_in_own_group(&mut cmd, limit, KEEP).with_context(|| format!("running {shown}"))?;
+    let got = run_command_in_own_group(&mut cmd, limit, KEEP).with_context(|| format!("running {shown}"))?;
     let Some(status) = got.status else {
         anyhow::bail!("{shown} did not finish within {:.1}s (killed, with everything it started)", limit.as_secs_f64());
     };
@@ -506,7 +510,8 @@ mod tests {
         // One job keeps stdout open (the old way waited for it until the deadline), one does not.
         let script = format!("sleep {secs} & (sleep {secs} >/dev/null 2>&1 &); echo done; echo oops >&2; exit 3");
         let started = Instant::now();
-        let got = run_in_own_group(Command::new("sh").args(["-c", &script]), Duration::from_secs(20), 1024).unwrap();
+        let sh = shell().unwrap();
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_secs(20), 1024).unwrap();
         assert!(started.elapsed() < Duration::from_secs(10), "waited for the jobs: {:?}", started.elapsed());
         assert_eq!(got.status.and_then(|s| s.code()), Some(3));
         assert_eq!((got.stdout.bytes(), got.stderr.bytes()), (&b"done\n"[..], &b"oops\n"[..]));
@@ -517,7 +522,8 @@ mod tests {
     fn deadline_kills_the_whole_group() {
         let secs = unique_seconds(2);
         let script = format!("sleep {secs} & echo started; sleep {secs}");
-        let got = run_in_own_group(Command::new("sh").args(["-c", &script]), Duration::from_millis(500), 1024).unwrap();
+        let sh = shell().unwrap();
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_millis(500), 1024).unwrap();
         assert!(got.status.is_none(), "the deadline came first");
         assert_eq!(got.stdout.bytes(), b"started\n", "output before the deadline is kept");
         assert_eq!(running(&["sleep", &secs]), Vec::<i32>::new(), "the group survived its deadline");
@@ -526,7 +532,8 @@ mod tests {
     #[test]
     fn output_is_capped_to_its_tail() {
         let script = "head -c 30000000 /dev/zero; echo; echo last line";
-        let got = run_in_own_group(Command::new("sh").args(["-c", script]), Duration::from_secs(30), 4096).unwrap();
+        let sh = shell().unwrap();
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_secs(30), 4096).unwrap();
         assert!(got.status.is_some_and(|s| s.success()));
         let kept = got.stdout.bytes();
         assert_eq!(kept.len(), 4096);
@@ -541,12 +548,8 @@ mod tests {
 
     #[test]
     fn the_group_has_no_terminal_and_leads_its_session() {
-        let got = run_in_own_group(
-            Command::new("sh").args(["-c", "ps -o pid=,pgid=,sid= -p $$; true </dev/tty || echo no tty"]),
-            Duration::from_secs(10),
-            1024,
-        )
-        .unwrap();
+        let (sh, script) = (shell().unwrap(), "ps -o pid=,pgid=,sid= -p $$; true </dev/tty || echo no tty");
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_secs(10), 1024).unwrap();
         let text = String::from_utf8_lossy(got.stdout.bytes()).into_owned();
         let ids: Vec<&str> = text.split_whitespace().take(3).collect();
         assert!(ids.len() == 3 && ids[0] == ids[1] && ids[1] == ids[2], "pid = pgid = sid expected: {text}");
