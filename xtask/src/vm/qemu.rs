@@ -114,6 +114,8 @@ pub fn locate() -> Result<Utf8PathBuf> {
 
 /// `QEMU emulator version 7.2.22 (Debian ...)` → `7.2.22`.
 pub fn version(sh: &Shell, binary: &Utf8Path) -> Result<String> {
+    // A probe for the record: whatever it prints is the answer (a QEMU that cannot run fails
+    // loudly when it is started).
     let out = cmd!(sh, "{binary} --version")
         .ignore_status()
         .output()
