@@ -2,14 +2,15 @@
 //! known failure signatures, with the same detector `vm-test` uses live (`diagnose`).
 //!
 //! Accepts raw logs (escapes, CRLF, invalid UTF-8: cleaned by `clean.rs`) and clean ones, a
-//! vm-test run directory (its `serial.log`), or `-` for standard input. The log is streamed
+//! vm-test run directory (its `serial.log`), or `-` for standard input; serial text,
+//! `journalctl` output or OCR'd screen text (`--source`, else told line by line). The log is streamed
 //! in 64 KiB pieces and only the first `MATCH_PREFIX` bytes of a line are kept (all the
 //! detector looks at), so memory stays bounded whatever the size of the input. Anything but a
 //! regular file (a FIFO, `/dev/zero`) is refused unless it comes through `-`. Exit 0 when no
 //! failure was found, 1 when a failure signature was found, 3 when the file cannot be read.
 
 use crate::clean::Cleaner;
-use crate::diagnose::{self, truncate, Detector, Finding, Kind, TimelineEntry, MATCH_PREFIX};
+use crate::diagnose::{self, truncate, Detector, Finding, Kind, Source, TimelineEntry, MATCH_PREFIX};
 use crate::project::{self, Symlinks};
 use crate::{exit, ui};
 use anyhow::Result;
@@ -22,11 +23,36 @@ use std::io::Read;
 Exit codes: 0 no failure found, 1 a failure signature was found, 3 the file cannot be read or is not a regular\n\
 file (a FIFO or device may never end: pipe it in with `-`). Finding ids, causes and fixes: docs/analyze.md.")]
 pub struct Args {
-    /// Serial log to read (raw or clean), a vm-test run directory (reads its serial.log), or - for standard input
+    /// Boot log to read (serial console, `journalctl` output or screen text; raw or clean), a
+    /// vm-test run directory (reads its serial.log), or - for standard input
     pub file: Utf8PathBuf,
     /// Print JSON: {"phase", "timeline": [{"phase", "line", ...}], "findings": [{"id", "line", "text", ...}]}
     #[arg(long)]
     pub json: bool,
+    /// Where the text comes from: serial console, `journalctl` output, or screen text (OCR);
+    /// `auto` tells each line (journald prefixes, OCR'd status brackets)
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub source: SourceArg,
+}
+
+/// `--source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    Auto,
+    Serial,
+    Journal,
+    Screen,
+}
+
+impl SourceArg {
+    fn forced(self) -> Option<Source> {
+        match self {
+            SourceArg::Auto => None,
+            SourceArg::Serial => Some(Source::Serial),
+            SourceArg::Journal => Some(Source::Journal),
+            SourceArg::Screen => Some(Source::Screen),
+        }
+    }
 }
 
 /// The result of reading one log.
@@ -75,9 +101,14 @@ impl Default for Analyzer {
 
 impl Analyzer {
     pub fn new() -> Self {
+        Self::with_source(None)
+    }
+
+    /// An analyzer for text from `source` (`analyze --source`); `None` tells each line's.
+    pub fn with_source(source: Option<Source>) -> Self {
         Analyzer {
             cleaner: Cleaner::new(),
-            detector: Detector::new(),
+            detector: Detector::with_source(source),
             clean: String::new(),
             line: String::with_capacity(MATCH_PREFIX),
             line_cut: false,
@@ -180,8 +211,8 @@ fn resolve(file: &Utf8Path) -> Result<Utf8PathBuf> {
     Ok(file.to_path_buf())
 }
 
-/// Streams the regular file at `path` through a new analyzer.
-fn read_file(path: &Utf8Path) -> Result<Analyzer> {
+/// Streams the regular file at `path` through a new analyzer for text from `source`.
+fn read_file(path: &Utf8Path, source: Option<Source>) -> Result<Analyzer> {
     let cannot_read = |e: std::io::Error| {
         let next = if e.kind() == std::io::ErrorKind::InvalidInput {
             format!(
@@ -194,25 +225,26 @@ fn read_file(path: &Utf8Path) -> Result<Analyzer> {
         exit::infra(format!("cannot read {path}: {e}; {next}"))
     };
     let file = project::open_regular(path, Symlinks::Follow).map_err(cannot_read)?;
-    let mut analyzer = Analyzer::new();
+    let mut analyzer = Analyzer::with_source(source);
     analyzer.read_from(file).map_err(cannot_read)?;
     Ok(analyzer)
 }
 
 pub fn run(args: Args) -> Result<u8> {
+    let source = args.source.forced();
     let (path, analysis) = if args.file == "-" {
-        let mut analyzer = Analyzer::new();
+        let mut analyzer = Analyzer::with_source(source);
         analyzer
             .read_from(std::io::stdin().lock())
             .map_err(|e| exit::infra(format!("cannot read standard input: {e}")))?;
         (args.file.clone(), analyzer.finish())
     } else {
         let mut path = resolve(&args.file)?;
-        let mut analyzer = read_file(&path)?;
+        let mut analyzer = read_file(&path, source)?;
         // A run whose guest never printed anything: QEMU's own stderr says why.
         if args.file.is_dir() && !analyzer.saw_text {
             let stderr_log = args.file.join("qemu.stderr.log");
-            if let Ok(stderr) = read_file(&stderr_log) {
+            if let Ok(stderr) = read_file(&stderr_log, None) {
                 if stderr.saw_text {
                     eprintln!("analyze: {path} is empty; reading {stderr_log} instead");
                     (path, analyzer) = (stderr_log, stderr);
@@ -246,6 +278,8 @@ fn json(path: &Utf8Path, a: &Analysis) -> serde_json::Value {
                 "cause": sig.map(|s| s.cause),
                 "fix": sig.map(|s| s.fix),
                 "seen_by": sig.map(|s| s.seen_by),
+                "source": f.source,
+                "subject": f.subject,
             })
         })
         .collect();
@@ -287,7 +321,10 @@ fn render_text(path: &Utf8Path, a: &Analysis) -> String {
             Kind::Info => ui::Tone::Good,
         };
         let head = format!("{} ({})", f.id, sig.kind.name());
-        let _ = writeln!(o, "  {}  line {}", ui::paint(fancy, tone, &head), f.line);
+        let _ = writeln!(o, "  {}  line {}, {} text", ui::paint(fancy, tone, &head), f.line, f.source.name());
+        if let Some(subject) = &f.subject {
+            let _ = writeln!(o, "    about: {subject}");
+        }
         if !f.text.is_empty() {
             let _ = writeln!(o, "    text:  {}", f.text);
         }

@@ -7,11 +7,19 @@
 //! the first `MATCH_PREFIX` bytes of a line are examined, so one enormous line costs no more
 //! than a normal one.
 //!
+//! Lines are first normalised (`normalise.rs`): journald and CI prefixes come off, OCR
+//! confusions of systemd's status words are repaired, and each line says where it came
+//! from (serial, journal or screen text), which every finding carries.
+//!
 //! Phases only move forward. Lines that look like earlier phases once a later phase was seen
 //! (kernel-timestamped `dmesg` output typed at a shell, the broadcast `pre-nixos: ...` lines,
 //! echoed commands) never move the phase back; text that follows a shell prompt on the same
 //! line is an echoed command and is not matched, unless it looks like a console broadcast.
 
+mod normalise;
+
+pub use normalise::Normaliser;
+use normalise::Voice;
 use regex::{Regex, RegexSet};
 use serde::Serialize;
 use std::sync::LazyLock;
@@ -105,6 +113,32 @@ pub struct Signature {
     pub seen_by: &'static str,
 }
 
+/// Where the text of a finding came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Console text as the guest sent it (a serial log, a cloud provider's serial view).
+    #[default]
+    Serial,
+    /// `journalctl` output (journald's `Mon DD HH:MM:SS host ident[pid]: ` prefixes).
+    Journal,
+    /// Text read off a screen: OCR of a screenshot or photo.
+    Screen,
+    /// Not from any text: the harness found it (vm-test's preflight, deadlines).
+    Harness,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Serial => "serial",
+            Source::Journal => "journal",
+            Source::Screen => "screen",
+            Source::Harness => "harness",
+        }
+    }
+}
+
 /// A signature found at a line of clean serial text.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Finding {
@@ -112,14 +146,32 @@ pub struct Finding {
     /// 1-based line number in the clean text (`serial.txt`), not in the raw `serial.log`: a lone
     /// CR (a redraw) starts a clean line but is no `\n` in the raw file. 0 when not tied to a line.
     pub line: usize,
-    /// The line (or evidence) that triggered it.
+    /// The line (or evidence) that triggered it, as it was written (before normalising).
     pub text: String,
+    /// Whether that line was serial, journal or screen text.
+    pub source: Source,
+    /// What the line names: the unit, device, task, activation snippet, interface, image or
+    /// signal the finding is about (`Pre-NixOS setup`, `/dev/disk/by-label/nixos`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl Finding {
-    /// A finding with `text` trimmed and capped at `MAX_FINDING_TEXT` bytes.
+    /// A finding from serial text, with `text` trimmed and capped at `MAX_FINDING_TEXT` bytes.
     pub fn new(id: &'static str, line: usize, text: &str) -> Finding {
-        Finding { id, line, text: truncate(text.trim(), MAX_FINDING_TEXT).to_string() }
+        Finding {
+            id,
+            line,
+            text: truncate(text.trim(), MAX_FINDING_TEXT).to_string(),
+            source: Source::Serial,
+            subject: None,
+        }
+    }
+
+    /// The same finding, from `source`.
+    pub fn with_source(mut self, source: Source) -> Finding {
+        self.source = source;
+        self
     }
 
     pub fn signature(&self) -> Option<&'static Signature> {
@@ -154,11 +206,11 @@ macro_rules! sig {
     };
 }
 
-static CATALOGUE: [Signature; 39] = [
+static CATALOGUE: [Signature; 49] = [
     sig!("qemu-start-failed", Qemu, Failure, "QEMU's stderr (`qemu-system-x86_64: ...` before any guest output) or the harness",
         "QEMU refused to start: a bad option, a missing or locked disk image (`Failed to get \"write\" lock` = another QEMU uses it), a taken host-forwarding port, or an unusable accelerator.",
         "Read qemu.stderr.log; make sure no other QEMU uses the disk or port (`ps -ef | grep qemu`), give each VM its own disk and port, and try `--accel tcg`."),
-    sig!("qemu-exited", Qemu, Failure, "QEMU's `terminating on signal` or the harness (process exit status)",
+    sig!("qemu-exited", Qemu, Failure, "the harness (QEMU's process exit status)",
         "QEMU exited (or was killed) before the run finished.",
         "Read qemu.stderr.log and the serial tail; a guest triple fault or panic with `-no-reboot` also ends QEMU."),
     sig!("not-bootable", Bootloader, Failure, "preflight: the ISO's El Torito boot record and catalogue, read before QEMU starts",
@@ -188,14 +240,14 @@ static CATALOGUE: [Signature; 39] = [
     sig!("emergency-mode", Init, Failure, "`You are in emergency mode`, `An error occurred in stage 1 of the boot process`",
         "The boot fell into an emergency or stage-1 failure shell: a required mount or unit failed.",
         "Read the `[FAILED]` lines before it; in the guest run `journalctl -xb` and `systemctl --failed`."),
-    sig!("unit-failed", Init, Warning, "`[FAILED] Failed to start ...`",
-        "A systemd unit failed to start.",
+    sig!("unit-failed", Init, Warning, "`[FAILED] Failed to start X.` (journal: `systemd[1]: Failed to start X.`, `X.service: Failed with result 'exit-code'.`), `Active: failed` in `systemctl status`; the unit is named",
+        "A systemd unit failed to start (or to mount, listen, activate swap); the boot may go on without it, so what follows says whether the boot failed.",
         "In the guest run `systemctl status <unit>` and `journalctl -u <unit> -b`."),
     sig!("unit-not-found", Init, Failure, "`Unit X.service not found`",
         "Something started or restarted a unit the image does not have (e.g. `systemd-networkd.service` when networkd is not enabled).",
         "Enable the unit in the NixOS configuration (e.g. `systemd.network.enable = true`) or stop depending on it."),
-    sig!("unit-stuck", Init, Failure, "`A start job is running for ... (3min 2s / no limit)`, `Active: activating (start) since ...; 8min ago`",
-        "A unit has been starting (or stopping) for minutes: a oneshot waiting on something that waits for it (e.g. a blocking `systemctl start sshd` inside a unit sshd is `After=`), or a network/device wait with no timeout.",
+    sig!("unit-stuck", Init, Failure, "`A start job is running for ... (3min 2s / no limit)` or `Job x/start running (...)` for 2 min or more, `[ TIME ] Timed out waiting for device X.` (or starting, mounting, stopping), `Active: activating (start) since ...; 8min ago`",
+        "A unit has been starting (or stopping) for minutes, or its job timed out: a oneshot waiting on something that waits for it (e.g. a blocking `systemctl start sshd` inside a unit sshd is `After=`), a network wait with no timeout, or a device that never appeared (a wrong `/dev/disk/by-label/...` or `by-uuid` in `fileSystems`, a missing driver).",
         "In the guest run `systemctl list-jobs` and `systemctl status <unit>`; use `systemctl --no-block` inside units and give waits a timeout."),
     sig!("nix-download-failed", Init, Warning, "`unable to download 'https://cache.nixos.org/...'`",
         "Something in the guest tried to download from a binary cache without network access; it retries and stalls.",
@@ -272,6 +324,36 @@ static CATALOGUE: [Signature; 39] = [
     sig!("harness-error", Qemu, Failure, HARNESS,
         "The harness itself failed (a bug or an unexpected condition), not the image.",
         "Read the error in the transcript and report it with the run directory."),
+    sig!("root-device-missing", Init, Failure, "stage 1 `waiting for device X to appear...` then `Timed out waiting for device X, trying to mount anyway.`, `mount: mounting X on /mnt-root/ failed`, `VFS: Unable to mount root fs`, `VFS: Cannot open root device`, systemd initrd `Dependency failed for /sysroot`",
+        "Stage 1 waited for the root file system's device (or another file system needed for boot) and it never appeared: a wrong `root=`/`fileSystems.\"/\".device` label or UUID, a disk the initrd has no driver for, or an ISO whose volume label does not match `root=LABEL=...`; from the kernel itself (`VFS: Unable to mount root fs on unknown-block(0,0)`), no initrd was loaded or it has no `/init`, so the kernel tried `root=` on its own.",
+        "Compare the device stage 1 waited for with `ls /dev/disk/by-label /dev/disk/by-uuid` (boot with `boot.shell_on_fail` and press `i`); add the disk's driver to `boot.initrd.availableKernelModules`; for an ISO, check `isoImage.volumeID` against `root=LABEL=`."),
+    sig!("stage2-init-missing", Init, Failure, "`stage 2 init script (/mnt-root/.../init) not found` before the stage-1 error prompt; systemd initrd `Specified switch root path '/sysroot' does not seem to be an OS tree`",
+        "Stage 1 mounted a root file system but the system's init is not on it: `init=` points to a store path that is not in this root (an old generation garbage-collected, a root from another install), or the wrong file system was mounted as root; with systemd in stage 1, also an activation (`initrd-nixos-activation`) that failed before it wrote /etc, so the root has no os-release.",
+        "Read the lines before it for an activation that failed; boot an older generation from the boot menu; check that the `init=` path on the kernel command line exists under the mounted root (`ls /mnt-root/nix/store/...-nixos-system-*/init` from the stage-1 shell); rebuild the boot entries with `nixos-rebuild boot`."),
+    sig!("activation-failed", Init, Failure, "`Activation script snippet 'X' failed (N)` in stage 2 (`running activation script...`) or during a switch",
+        "A snippet of the NixOS activation script (users, etc, specialfs, a module's own `system.activationScripts` entry) failed; the boot goes on, but what that snippet sets up (accounts, /etc, secrets, mounts) may be missing.",
+        "Read the lines just before the snippet's failure line for the command that failed; fix the module that defines `system.activationScripts.<X>`; in the guest re-run it with `/run/current-system/activate`."),
+    sig!("dependency-failed", Init, Warning, "`[DEPEND] Dependency failed for X.` (journal: `Dependency failed for X.`)",
+        "A unit was not started because a unit it requires failed or timed out (the failed one is reported just before: a `[FAILED]` or `[ TIME ]` line).",
+        "Fix the unit it depends on (the first failure above it); `systemctl list-dependencies <unit>` shows the chain."),
+    sig!("hung-task", Kernel, Failure, "`INFO: task X:PID blocked for more than 120 seconds.`",
+        "A task sat in uninterruptible sleep for minutes: the kernel waits on I/O that never completes (a dead or very slow disk, a hung NFS/virtiofs mount, a deadlocked driver), or the host starves the VM (TCG under heavy load).",
+        "Read the stack trace that follows for the driver or file system involved; check the VM's disks and the host's load; retry with KVM."),
+    sig!("bootloader-failed", Bootloader, Failure, "GRUB `error: file '/boot/...' not found.`, `error: you need to load the kernel first.`, `Failed to boot both default and fallback entries.`; SYSLINUX `Could not find kernel image: X`, `Failed to load ldlinux.c32`, `Boot failed: please change disks`; U-Boot `Bad Linux ARM64 Image magic!`, `Wrong Image Format for bootm command`, `Skipping X for failure retrieving kernel`; iPXE `Could not boot image: ...`",
+        "The bootloader itself could not load or start the kernel or initrd: the path in its menu entry does not exist on the medium (a stale grub.cfg or extlinux.conf, a garbage-collected generation), the file is corrupt or of the wrong format (a compressed `Image.gz` where U-Boot wants `Image`), or it failed signature checks.",
+        "Check that the files the boot entry names exist on the boot medium (`ls` at the GRUB prompt, `ext4ls`/`fatls` in U-Boot); regenerate the boot entries (`nixos-rebuild boot`) or rebuild the image; for U-Boot give `booti` an uncompressed kernel."),
+    sig!("lan-interface-missing", Init, Failure, "`Interface \"lan\" not found.` (networkctl), `Device \"lan\" does not exist.` (ip), a NIC left DOWN (`2: ens4: <BROADCAST,MULTICAST> ... state DOWN`)",
+        "The interface the image expects (`lan`) does not exist: the rename (a `.link` file or pre-nixos's LAN setup) never ran, and the NIC was left administratively down, so there is no carrier and no DHCP.",
+        "In the guest run `ip link` and `networkctl`; make sure the NIC is brought up (`ip link set <if> up`) and renamed (`systemd.network.links`), and that the step doing it is not skipped (pre-nixos only configures `lan` when a root key is embedded)."),
+    sig!("console-in-pager", Shell, Failure, "a pager on the console: `lines 1-23/57 42%`, `(END)`, `--More--`, `WARNING: terminal is not fully functional`, followed by another pager prompt or `... (press RETURN)`",
+        "A command (`systemctl status`, `journalctl`, `git log`, `man`) opened `less` or `more` on the console, and the input meant for the shell went into the pager: commands typed after it were eaten as pager keys and never ran.",
+        "Run such commands with `--no-pager` or set `PAGER=cat SYSTEMD_PAGER=cat` (and `TERM=dumb`) before typing commands; press `q` to leave the pager."),
+    sig!("qemu-killed", Qemu, Warning, "`qemu-system-x86_64: terminating on signal 15 from pid N (...)`",
+        "QEMU was ended by a signal from outside (a harness deadline, a `timeout`, Ctrl-C, the host's OOM killer): not a start failure and not the guest's own doing; the guest's last lines before it say how far it got.",
+        "Look at the phase the log reached and the findings before this line; if the run was killed by a deadline, raise it (or use KVM) rather than suspect the image."),
+    sig!("login-shell-errors", Login, Warning, "`-bash: /etc/profile: line N: ...`, `-bash: warning: setlocale: ...`, `bash: X: No such file or directory` between the (automatic) login and the first prompt",
+        "The login shell's start-up files (`/etc/profile`, `/etc/bashrc`, `environment.interactiveShellInit`, a login notice script) printed errors: the shell works, but PATH, locale or what the start-up should set may be wrong.",
+        "Read the file and line the error names; fix the NixOS option that generates it (`environment.shellInit`, `interactiveShellInit`, `loginShellInit`) or the script it sources."),
 ];
 
 /// The catalogue of known signatures.
@@ -286,22 +368,51 @@ pub fn signature(id: &str) -> Option<&'static Signature> {
 
 /// Line-triggered rules: (id, pattern). Checked in one `RegexSet` pass; ids with special
 /// conditions are refined in `Detector::match_rules`. ASCII classes (`[0-9]`, not `\d`) on
-/// purpose: Unicode classes make the set's lazy DFA several times bigger and slower.
+/// purpose: Unicode classes make the set's lazy DFA several times bigger and slower. Named
+/// groups `s`, `s2`, ... capture what the line names (the finding's `subject`); the first
+/// that took part is used. Lines are normalised first (`normalise.rs`): the journal's
+/// wording of a job result arrives here with the console's status word, OCR'd words repaired.
 const RULES: &[(&str, &str)] = &[
-    ("qemu-line", r"^qemu-system-[A-Za-z0-9_-]+: "),
+    // QEMU's own messages: qemu-system-x86_64: <option>: <error>; system/runstate.c:
+    // "terminating on signal %d from pid " FMT_pid " (%s)".
+    (
+        "qemu-line",
+        r"^qemu-system-[A-Za-z0-9_-]+: (?:terminating on signal (?P<s>[0-9]+(?: from pid [0-9]+(?: \([^)]*\))?)?))?",
+    ),
     ("kernel-panic", r"Kernel panic - not syncing"),
     ("oom-killer", r"Out of memory: Kill(ed)? process"),
     (
         "emergency-mode",
         r"You are in emergency mode|Entering emergency mode|An error occurred in stage 1 of the boot process|Give root password for maintenance|Cannot open access to console, the root account is locked",
     ),
-    ("unit-failed", r"^\[ *FAILED *\] Failed to start"),
+    // systemd job.c job_done_message_format: "Failed to start %s." (mount.c "Failed to mount
+    // %s.", socket.c "Failed to listen on %s.", swap.c "Failed to activate swap %s.",
+    // automount.c "Failed to set up automount %s."), status word "FAILED"; service.c logs
+    // "Failed with result '%s'." with the unit's name as prefix.
+    (
+        "unit-failed",
+        r"^\[ *FAILED *\] Failed to (?:start|mount|listen on|set up automount|activate swap) (?P<s>.+?)\.?$|^(?P<s2>[^ :]+\.(?:service|mount|socket|swap|automount|path|timer|scope)): Failed with result '",
+    ),
+    // `systemctl status`: "Active: failed (Result: exit-code) since ..." under "× unit - desc".
+    ("unit-failed-status", r"^ *Active: failed \(Result: "),
+    (
+        "unit-status-head",
+        r"^[*●×○↻] (?P<s>[^ ]+\.(?:service|mount|socket|swap|target|device|path|timer|scope))(?: - |$)",
+    ),
     ("unit-not-found", r"Unit [^ \t]+ not found|Unit [^ \t]+ could not be found"),
+    // manager.c manager_print_jobs_in_progress: "%sA %s job is running for %s (%s / %s)", or
+    // with StatusUnitFormat=name/combined "%sJob %s/%s running (%s / %s)%s%s".
     (
         "unit-stuck-job",
-        r"A (?:start|stop) job is running for .*\((?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min(?: [0-9]+s)? / [^)]*\)",
+        r"(?:A (?:start|stop) job is running for (?P<s>.*) |Job (?P<s2>[^ ]+)/(?:start|stop) running )\((?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min(?: [0-9]+s)? / [^)]*\)",
     ),
     ("unit-stuck-status", r"Active: (?:activating|deactivating) \(.*; (?:(?P<h>[0-9]+)h )?(?P<m>[0-9]+)min"),
+    // Status word " TIME " (job.c) before device.c "Timed out waiting for device %s.",
+    // job.c "Timed out starting %s." / "Timed out stopping %s.", mount.c "Timed out mounting %s.".
+    (
+        "unit-stuck",
+        r"^\[ TIME \] Timed out (?:waiting for device|starting|stopping|mounting|unmounting|activating swap|reloading) (?P<s>.+?)\.?$",
+    ),
     ("nix-download-failed", r"unable to download 'https?://"),
     ("floppy-io-error", r"I/O error, dev fd[0-9]"),
     ("command-not-found", r"^-?(ba)?sh: [^:]+: (command )?not found"),
@@ -330,26 +441,121 @@ const RULES: &[(&str, &str)] = &[
     ("lan-ipv4-unavailable", r"LAN IPv4 address unavailable"),
     ("powered-off-cleanly", r"reboot: Power down|System halted"),
     ("console-cmdline", r"Kernel command line: |^\[[ \t]*[0-9]+\.[0-9]+\] Command line: "),
+    // nixpkgs nixos/modules/system/boot/stage-1-init.sh: `echo "Timed out waiting for device
+    // $device, trying to mount anyway."`; its mount is BusyBox's (util-linux/mount.c
+    // `bb_perror_msg("mounting %s on %s failed", ...)`) or util-linux's (libmount
+    // "special device %s does not exist", "can't find %s") for targets under /mnt-root.
+    // The kernel: init/do_mounts.c "VFS: Cannot open root device \"%s\" or %s: error %d",
+    // panic "VFS: Unable to mount root fs on %s". systemd initrd: /sysroot's mount failing
+    // because its device timed out ("Dependency failed for /sysroot.").
+    (
+        "root-device-missing",
+        r#"^Timed out waiting for device (?P<s>[^ ,]+), trying to mount anyway|^mount: mounting (?P<s2>[^ ]+) on /mnt-root[^ ]* failed|^mount: /mnt-root[^:]*: (?:special device (?P<s3>[^ ]+) does not exist|can't find (?P<s4>[^ ]+?)\.?$)|VFS: Unable to mount root fs on (?P<s5>[^ ]+)|VFS: Cannot open root device "?(?P<s6>[^" ]*)"?|^\[DEPEND\] Dependency failed for (?P<s7>/sysroot|Initrd Root File System|Initrd Root Device|sysroot\.mount)\.?$"#,
+    ),
+    // stage-1-init.sh: `echo "stage 2 init script ($targetRoot/$stage2Init) not found"`;
+    // systemd src/core/dbus-manager.c: "Specified switch root path '%s' does not seem to be an
+    // OS tree. os-release file is missing." (older: "Not switching root: %s does not seem to
+    // be an OS tree. /etc/os-release is missing."); src/core/main.c when the new root has no
+    // init: "Switch root target contains no usable init.".
+    (
+        "stage2-init-missing",
+        r"^stage 2 init script \((?P<s>[^)]+)\) not found|Specified switch root path '(?P<s2>[^']+)' does not seem to be an OS tree|Not switching root: (?P<s3>[^ ]+) does not seem to be an OS tree|Switch root target contains no usable init",
+    ),
+    // nixpkgs nixos/modules/system/activation/activation-script.nix:
+    // printf "Activation script snippet '%s' failed (%s)\n"; before that line existed (and
+    // for errors outside a snippet) only bash's own "<script>: line N: <error>" from the
+    // system's `activate` script.
+    (
+        "activation-failed",
+        r"Activation script snippet '(?P<s>[^']+)' failed \([0-9]+\)|-nixos-system-[^/ ]*/activate: line [0-9]+: ",
+    ),
+    // job.c: status word "DEPEND", "Dependency failed for %s.".
+    ("dependency-failed", r"^\[DEPEND\] Dependency failed for (?P<s>.+?)\.?$"),
+    // kernel/hung_task.c: pr_err("INFO: task %s:%d blocked for more than %ld seconds.\n").
+    ("hung-task", r"INFO: task (?P<s>.+:[0-9]+) blocked for more than [0-9]+ seconds"),
+    // GRUB grub-core/normal/menu.c "Failed to boot both default and fallback entries.";
+    // SYSLINUX "Could not find kernel image: %s", "Invalid or corrupt kernel image.",
+    // "Failed to load ldlinux.c32", "Boot failed: please change disks and press a key to
+    // continue."; U-Boot arch/arm/lib/image.c "Bad Linux ARM64 Image magic!", boot/bootm.c
+    // "Wrong Image Format for %s command", "ERROR: can't get kernel image!", boot/pxe_utils.c
+    // "Skipping %s for failure retrieving kernel"; iPXE src/usr/autoboot.c
+    // "Could not boot image: %s".
+    (
+        "bootloader-failed",
+        r"Failed to boot both default and fallback entries|^Could not find kernel image: (?P<s>.+)$|^Invalid or corrupt kernel image|^Failed to load (?P<s2>ldlinux\.c32|COM32 file .+)$|^Boot failed: please change disks|^Bad Linux (?:ARM64|RISCV) Image magic|^Wrong (?:Image|Ramdisk Image) Format|^ERROR: can't get kernel image|^Ramdisk image is corrupt or invalid|^Skipping (?P<s3>.+) for failure retrieving (?:kernel|initrd|fdt)|^Could not boot image: ",
+    ),
+    // GRUB prints every error as "error: %s." (grub_print_error): "file `%s' not found" (2.12:
+    // "file '%s' not found"), "you need to load the kernel first", "no such device: %s". Only
+    // while the bootloader runs: later, `error:` lines are anyone's (nix).
+    ("bootloader-error", r"^error: (?:.*file [`'](?P<s>[^`']+)' not found)?"),
+    // systemd src/network/networkctl.c: "Interface \"%s\" not found."; iproute2 and BusyBox ip:
+    // "Device \"%s\" does not exist."; pre-nixos: "LAN IPv4 address unavailable (preferred
+    // interface \"lan\" not found)".
+    (
+        "lan-interface-missing",
+        r#"Interface "lan" not found|Device "lan" does not exist|preferred interface "lan" not found"#,
+    ),
+    // `ip link`: "2: ens4: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN ..." (no UP flag).
+    ("nic-down", r"^[0-9]+: (?P<s>[A-Za-z0-9_.-]+)(?:@[^:]+)?: <(?P<flags>[A-Z0-9_,-]*)> .* state DOWN"),
+    // The interface exists after all: renamed by the kernel log, listed, or given an address.
+    (
+        "lan-present",
+        r"lan: renamed from |^[0-9]+: lan(?:@[^:]+)?: <[A-Z0-9_,-]*UP|LAN IPv4 address: [0-9]|inet [0-9.]+/[0-9]+ .* lan(?: |\\|$)",
+    ),
+    // less: a prompt at the bottom (systemd runs it with LESS=FRSXMK, so `lines 1-23/57 42%`,
+    // `(END)`); main.c error("WARNING: terminal is not fully functional"); util-linux more:
+    // "--More--".
+    (
+        "pager-open",
+        r"^lines [0-9]+-[0-9]+(?:/[0-9]+)?(?: [0-9]+%| \(END\))?$|^\(END\)$|^--More--|WARNING: terminal is not fully functional",
+    ),
+    // less output.c error(): every message ends in "  (press RETURN)"; keys less did not
+    // expect give "Pattern not found", "No previous regular expression", its help screen
+    // "HELP -- Press RETURN for more, or q when done".
+    (
+        "pager-input",
+        r"\(press RETURN\)$|^Pattern not found|^No previous regular expression|^HELP -- Press RETURN for more|^Cannot edit standard input|^Nothing to search",
+    ),
+    // bash prefixes errors with its name (`-bash` for a login shell) and, inside a sourced
+    // file, the file and line: "-bash: /etc/profile: line 3: x: command not found".
+    ("shell-error", r"^-?(?:ba|z|k|da)?sh: |^/(?:etc|nix/store|home|root|run)/[^:]+:(?: line)? ?[0-9]+: "),
+    // systemd's console hint after a failed start names the unit: job.c
+    // "See 'systemctl status %s' for details.".
+    ("unit-see-status", r"^See 'systemctl status (?P<s>[^']+)' for details"),
 ];
 
 /// Phase markers: (phase, pattern), in phase order.
 const PHASE_MARKERS: &[(Phase, &str)] = &[
+    // Firmware and bootloaders: SeaBIOS, OVMF's BdsDxe, iPXE, SYSLINUX/ISOLINUX/PXELINUX/
+    // EXTLINUX, GRUB (its banner, `Booting `X'`, and `echo` lines of NixOS's grub.cfg), U-Boot
+    // (banner, autoboot prompt, extlinux `Retrieving file:`, `## Booting kernel from ...`,
+    // boot/bootm_os.c "\nStarting kernel ...%s\n\n").
     (
         Phase::Bootloader,
-        r"ISOLINUX [0-9]|SYSLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^BdsDxe: |^Booting from |^Booting `|Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE",
+        r"ISOLINUX [0-9]|SYSLINUX [0-9]|PXELINUX [0-9]|EXTLINUX [0-9]|GNU GRUB|Welcome to GRUB|SeaBIOS \(version|^BdsDxe: |^Booting from |^Booting `|Automatic boot in [0-9]+ second|^Loading /boot/|^iPXE|^U-Boot (?:SPL )?[0-9]{4}\.|^Hit any key to stop autoboot|^Starting kernel \.\.\.|^## (?:Booting kernel|Loading kernel|Flattened Device Tree)|^Retrieving file: |^Loading Linux |^Loading initial ramdisk",
     ),
     (
         Phase::Kernel,
         r"Linux version [0-9]|^Decompressing Linux|^Booting the kernel|^EFI stub: |^\[[ \t]*[0-9]+\.[0-9]+\] ",
     ),
+    // systemd (`[  OK  ]` and the other status words, start jobs, its welcome), NixOS's stage
+    // 1 and 2 scripts (nixpkgs stage-1-init.sh: "loading module $(basename $i)...",
+    // "running udev...", "starting device mapper and LVM...", "waiting for device $dev to
+    // appear...", "mounting $device on $mountPoint..."; stage-2-init.sh: "running activation
+    // script...", "starting systemd..."), and what only runs once init has: activation
+    // (activation-script.nix), systemd's switch-root errors (main.c, dbus-manager.c),
+    // pre-nixos's console lines.
     (
         Phase::Init,
-        r"<<< NixOS Stage [12] >>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*(?:Linux|Debian|Ubuntu|Fedora).*!$|^\[ *OK *\] |^\[ *FAILED *\] |^stage-1-init: |systemd\[1\]: ",
+        r"<<< ?NixOS Stage [12] ?>>>|Run [^ \t]+ as init process|Welcome to NixOS|^Welcome to .*(?:Linux|Debian|Ubuntu|Fedora).*!$|^\[ *(?:OK|FAILED|DEPEND|TIME|INFO|ASSERT|UNSUPP|ONCE|!!!!!!) *\] |A (?:start|stop) job is running for |^stage-[12]-init: |systemd\[1\]: |^loading module [^ ]+\.\.\.$|^running udev\.\.\.$|^starting device mapper and LVM\.\.\.$|^waiting for device [^ ]+ to appear|^mounting [^ ]+ on [^ ]+\.\.\.$|^Timed out waiting for device [^ ]+, trying to mount anyway|^running activation script\.\.\.$|^setting up /etc\.\.\.$|^starting systemd\.\.\.$|^stage 2 init script |Activation script snippet '|-nixos-system-[^/ ]*/activate: line [0-9]+: |Switch root target contains no usable init|^Failed to switch root: |^pre-nixos: ",
     ),
-    (Phase::Login, r"^[A-Za-z0-9][A-Za-z0-9_.-]* login: |^[A-Za-z0-9][A-Za-z0-9_.-]* login:$|\(automatic login\)"),
+    (
+        Phase::Login,
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]* login: |^[A-Za-z0-9][A-Za-z0-9_.-]* login:$|\(automatic login\)|session opened for user |^ROOT LOGIN ON |^LOGIN ON [^ ]+ BY ",
+    ),
     (
         Phase::Poweroff,
-        r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5",
+        r"reboot: Power down|System halted|Powering off\.?$|reboot: System halted|ACPI: PM: Preparing to enter system sleep state S5|^System is powering down",
     ),
 ];
 
@@ -373,6 +579,20 @@ static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
 });
 static AUTOLOGIN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:\S+ )?login: (?P<user>\S+) \(automatic login\)").expect("compiles"));
+/// Commands that start a login shell (its start-up files run before the next prompt).
+static LOGIN_SHELL_COMMAND: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*(?:sudo (?:-[a-zA-Z]*i|su -)|su (?:-|-l|--login))(?:\s|$)").expect("compiles"));
+/// A getty's `host login:` prompt (the other login markers are journal lines).
+static AGETTY_PROMPT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]* login:(?: |$)").expect("compiles"));
+/// Bootloader lines that mean it loaded or started something (a kernel, an initrd); U-Boot's
+/// extlinux prints `append: <command line>` once it has the kernel, just before booting it.
+static BOOTLOADER_LOADED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^Loading /|^Booting `|^Starting kernel \.\.\.|^## Booting kernel|^Loading Linux |^Loading initial ramdisk|^append: |Booting using the fdt blob|^Moving Image from",
+    )
+    .expect("compiles")
+});
 /// Text after a prompt that is a console broadcast, not an echoed command.
 static BROADCAST: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?:pre-nixos|LAN IPv4|\[\s*\d+\.\d+\] |\[ *(?:OK|FAILED) *\] |<<< |Broadcast message)")
@@ -429,11 +649,34 @@ pub struct Detector {
     pending_login_prompt: Option<(usize, String)>,
     /// Consecutive repeats of the last line (flood detection).
     repeats: usize,
+    /// Turns journal, CI and OCR'd text into console text and says where each line came from.
+    normaliser: Normaliser,
+    /// Where the current line (and so its findings) came from.
+    source: Source,
+    /// The `lan` interface was seen to exist: `lan-interface-missing` no longer holds.
+    lan_present: bool,
+    /// A pager's prompt on the console, not yet closed by a shell prompt: the finding to
+    /// report if input goes into it.
+    pager: Option<Finding>,
+    /// Between a login (or an echoed `sudo -i`) and the next prompt: the login shell's
+    /// start-up files are running.
+    shell_starting: bool,
+    /// The unit of the last `systemctl status` header (`× pre-nixos.service - ...`).
+    status_unit: Option<String>,
+    /// Stage 1 printed `waiting for device X to appear...` and nothing followed yet.
+    waiting_for_device: Option<Finding>,
 }
 
 impl Detector {
+    /// A detector that tells the source of each line itself (serial unless a journal prefix
+    /// or an OCR confusion says otherwise).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A detector for text known to come from `source` (`analyze --source`); `None` = tell.
+    pub fn with_source(source: Option<Source>) -> Self {
+        Detector { normaliser: Normaliser::new(source), ..Self::default() }
     }
 
     /// Feeds one complete clean line (without `\n`); `line_no` is 1-based.
@@ -455,16 +698,43 @@ impl Detector {
         self.last_text.push_str(truncate(trimmed, MAX_FINDING_TEXT));
         self.last_text_line = line_no;
 
+        let norm = self.normaliser.normalise(line);
+        self.source = norm.source;
+        // A finding quotes the line as written; the rules read it normalised.
+        let quote = norm.changed(line).then_some(trimmed);
+        let text: &str = &norm.text;
+        if text.trim().is_empty() {
+            return new; // a journal separator, another harness's own chatter
+        }
+        if norm.kernel_stamped {
+            self.advance_by_text(Phase::Kernel, line_no);
+        }
+        match norm.voice {
+            Voice::Kernel => self.advance_by_text(Phase::Kernel, line_no),
+            Voice::Systemd | Voice::Stage1 | Voice::Stage2 | Voice::Userspace => {
+                self.advance_by_text(Phase::Init, line_no)
+            }
+            Voice::Unknown => {}
+        }
+
         // A login prompt seen earlier is only a problem if no autologin follows it.
         if let Some((at, text)) = self.pending_login_prompt.take() {
-            if !line.contains("(automatic login)") {
-                self.add(&mut new, Finding::new("login-prompt", at, &text));
+            if !norm.text.contains("(automatic login)") {
+                let f = Finding::new("login-prompt", at, &text).with_source(self.source);
+                self.add(&mut new, f);
             }
+        }
+        // Stage 1's device wait ended (its timeout line is a finding of its own).
+        self.waiting_for_device = None;
+        if let Some(dev) = text.strip_prefix("waiting for device ") {
+            let dev = dev.split(' ').next().unwrap_or_default().to_string();
+            let f = self.finding("root-device-missing", line_no, quote.unwrap_or(text), Some(dev));
+            self.waiting_for_device = Some(f);
         }
 
         // Shell prompts: the phase comes from the prompt; the rest of the line is an echoed
         // command (not matched) unless it is a console broadcast landing after the prompt.
-        let mut body = line;
+        let mut body = text;
         // Several prompts can share a line (`$ -bash-5.2# $ ` when commands run without echo).
         // After a bare `$` (vm-test's boring shell, echo off) the rest is output, not an echo.
         let mut echoed = false;
@@ -478,11 +748,21 @@ impl Detector {
             self.advance_by_text(if root { Phase::Root } else { Phase::Shell }, line_no);
             body = &body[c.get(0).unwrap().end()..];
             echoed = c.name("s").is_some();
+            // A prompt: the pager (if any) was left, the login shell finished starting.
+            self.pager = None;
+            self.shell_starting = false;
         }
         if echoed && !BROADCAST.is_match(body) {
+            // A login shell's start-up runs after these (`sudo -i`, `su -`).
+            self.shell_starting = LOGIN_SHELL_COMMAND.is_match(body);
             return new;
         }
 
+        // While the bootloader runs, any of its lines may say it loaded the kernel (U-Boot's
+        // `append:` is no phase marker).
+        if self.phase() == Phase::Bootloader && BOOTLOADER_LOADED.is_match(body) {
+            self.bootloader_loaded = true;
+        }
         let hits = LINE_SET.matches(body);
         if !hits.matched_any() {
             return new;
@@ -494,7 +774,7 @@ impl Detector {
             } else {
                 let phase = PHASE_MARKERS[i].0;
                 self.advance_by_text(phase, line_no);
-                if phase == Phase::Bootloader && (body.starts_with("Loading /") || body.starts_with("Booting `")) {
+                if phase == Phase::Bootloader && BOOTLOADER_LOADED.is_match(body) {
                     self.bootloader_loaded = true;
                 }
                 if phase == Phase::Login {
@@ -503,31 +783,46 @@ impl Detector {
             }
         }
         if !rules.is_empty() {
-            self.match_rules(line_no, body, rules, &mut new);
+            let evidence = if echoed { body } else { quote.unwrap_or(body) };
+            self.match_rules(line_no, body, evidence, rules, &mut new);
         }
         new
     }
 
     fn login_line(&mut self, line_no: usize, body: &str, new: &mut Vec<Finding>) {
         if let Some(c) = AUTOLOGIN.captures(body) {
+            self.shell_starting = true;
             if &c["user"] != "root" {
-                self.add(new, Finding::new("autologin-not-root", line_no, body));
+                let f = self.finding("autologin-not-root", line_no, body, None);
+                self.add(new, f);
             }
-        } else if !body.starts_with("Last login") {
+        } else if body.starts_with("Last login") {
+            self.shell_starting = true;
+        } else if AGETTY_PROMPT.is_match(body) {
             // agetty prints the prompt and the autologin note on one line; a bare prompt at
             // the end of the input or followed by anything else means no autologin.
             self.pending_login_prompt = Some((line_no, body.to_string()));
         }
     }
 
-    fn match_rules(&mut self, line_no: usize, body: &str, hits: Vec<usize>, new: &mut Vec<Finding>) {
+    /// A finding at `line_no` from the current line's source.
+    fn finding(&self, id: &'static str, line_no: usize, text: &str, subject: Option<String>) -> Finding {
+        let mut f = Finding::new(id, line_no, text).with_source(self.source);
+        f.subject = subject.map(|s| truncate(s.trim(), MAX_FINDING_TEXT).to_string()).filter(|s| !s.is_empty());
+        f
+    }
+
+    fn match_rules(&mut self, line_no: usize, body: &str, evidence: &str, hits: Vec<usize>, new: &mut Vec<Finding>) {
         let detection_error = hits.iter().any(|&i| RULES[i].0 == "storage-detection-error");
         for i in hits {
+            let mut subject = subject(i, body);
             let id = match RULES[i].0 {
                 "qemu-line" => {
                     if body.contains("terminating on signal") {
-                        "qemu-exited"
+                        subject = subject.map(|s| format!("signal {s}"));
+                        "qemu-killed"
                     } else if self.phase() == Phase::Qemu && !body.contains("warning:") {
+                        subject = None;
                         "qemu-start-failed"
                     } else {
                         continue;
@@ -542,6 +837,29 @@ impl Detector {
                         continue;
                     }
                     "unit-stuck"
+                }
+                "unit-failed-status" => {
+                    subject = self.status_unit.clone();
+                    "unit-failed"
+                }
+                "unit-status-head" => {
+                    self.status_unit = subject;
+                    continue;
+                }
+                "unit-see-status" => {
+                    // `[FAILED] Failed to start X.` then `See 'systemctl status x.service'`:
+                    // name the unit next to its description.
+                    if let (Some(unit), Some(f)) =
+                        (subject, self.findings.iter_mut().rev().find(|f| f.id == "unit-failed"))
+                    {
+                        if f.line + 2 >= line_no && !f.subject.as_deref().unwrap_or("").contains(&unit) {
+                            f.subject = Some(match f.subject.take() {
+                                Some(desc) => format!("{unit} ({desc})"),
+                                None => unit,
+                            });
+                        }
+                    }
+                    continue;
                 }
                 "not-root-denied" => {
                     // Plain "Permission denied" means not-root only at a user shell.
@@ -559,10 +877,73 @@ impl Detector {
                         continue;
                     }
                 }
+                "bootloader-error" => {
+                    // `error: ...` is GRUB's only while nothing after the bootloader ran.
+                    if self.phase() != Phase::Bootloader {
+                        continue;
+                    }
+                    subject = subject.or_else(|| Some(body["error: ".len()..].trim_end_matches('.').to_string()));
+                    "bootloader-failed"
+                }
+                "lan-interface-missing" => {
+                    if self.lan_present {
+                        continue;
+                    }
+                    subject = Some("lan".into());
+                    "lan-interface-missing"
+                }
+                "nic-down" => {
+                    let flags = RULE_RES[i].captures(body).map_or("", |c| c.name("flags").map_or("", |m| m.as_str()));
+                    let nic = subject.clone().unwrap_or_default();
+                    if self.lan_present || nic == "lo" || flags.split(',').any(|f| f == "UP") {
+                        continue;
+                    }
+                    subject = Some(format!("{nic} is DOWN"));
+                    "lan-interface-missing"
+                }
+                "lan-present" => {
+                    self.lan_present = true;
+                    self.findings.retain(|f| f.id != "lan-interface-missing");
+                    continue;
+                }
+                "pager-open" => {
+                    let pager = if body.starts_with("--More--") { "more" } else { "less" };
+                    let f = self.finding("console-in-pager", line_no, evidence, Some(pager.into()));
+                    // A second pager prompt is a redraw: keys went into the pager.
+                    if let Some(open) = self.pager.take().filter(|_| !body.contains("not fully functional")) {
+                        self.add(new, open);
+                    } else {
+                        self.pager = Some(f);
+                    }
+                    continue;
+                }
+                "pager-input" => {
+                    // less's own start-up warning (`WARNING: terminal is not fully
+                    // functional`, then `-  (press RETURN)`), not a key.
+                    if body.contains("not fully functional") || body.trim_start_matches(['-', ' ']) == "(press RETURN)"
+                    {
+                        continue;
+                    }
+                    let f = self
+                        .pager
+                        .take()
+                        .unwrap_or_else(|| self.finding("console-in-pager", line_no, evidence, Some("less".into())));
+                    self.add(new, f);
+                    continue;
+                }
+                "shell-error" => {
+                    if !self.shell_starting {
+                        continue;
+                    }
+                    "login-shell-errors"
+                }
+                // At a starting login shell a missing command is the start-up's error.
+                "command-not-found" if self.shell_starting => continue,
                 "powered-off-cleanly" => "powered-off-cleanly",
                 id => signature(id).map(|s| s.id).expect("rule ids are catalogue ids"),
             };
-            self.add(new, Finding::new(id, line_no, body));
+            let f = self.finding(id, line_no, evidence, subject);
+            self.add(new, f);
         }
     }
 
@@ -571,7 +952,8 @@ impl Detector {
         if truncate(line.trim(), MAX_FINDING_TEXT) == self.last_text {
             self.repeats += 1;
             if self.repeats == FLOOD_REPEATS {
-                self.add(new, Finding::new("serial-flood", line_no, line));
+                let f = Finding::new("serial-flood", line_no, line).with_source(self.source);
+                self.add(new, f);
             }
         } else {
             self.repeats = 1;
@@ -618,32 +1000,50 @@ impl Detector {
     /// Called at end of input or when the serial line stalls: findings inferred from silence
     /// (e.g. `serial-silent-after-bootloader`). Safe to call more than once. Each claims what
     /// the text showed (a banner, a kernel line), so none is made when the phase came from
-    /// the harness alone (an empty log is not a bootloader that printed its banner).
+    /// the harness alone (an empty log is not a bootloader that printed its banner). The end
+    /// of a journal says nothing about a stall, so journal text gets none of these. The
+    /// fallbacks for a silent bootloader or kernel are left out when a failure already
+    /// explains the silence.
     pub fn silence(&mut self) -> Vec<Finding> {
         let mut new = Vec::new();
         if let Some((at, text)) = self.pending_login_prompt.take() {
-            self.add(&mut new, Finding::new("login-prompt", at, &text));
+            let f = Finding::new("login-prompt", at, &text).with_source(self.source);
+            self.add(&mut new, f);
+        }
+        if self.source == Source::Journal {
+            return new;
+        }
+        // The console was left in a pager, or stage 1 still waits for its device.
+        if let Some(f) = self.pager.take() {
+            self.add(&mut new, f);
+        }
+        if let Some(f) = self.waiting_for_device.take() {
+            self.add(&mut new, f);
+        }
+        if self.findings.iter().any(Finding::is_failure) {
+            return new;
         }
         let (line, text) = (self.last_text_line, self.last_text.clone());
         if self.text_phase != self.phase() {
             return new;
         }
-        match self.text_phase {
-            Phase::Bootloader if self.bootloader_loaded => {
-                self.add(&mut new, Finding::new("serial-silent-after-bootloader", line, &text));
-            }
-            Phase::Bootloader => self.add(&mut new, Finding::new("bootloader-stuck", line, &text)),
-            Phase::Kernel if !self.has("kernel-panic") && !self.has("console-not-last") => {
-                self.add(&mut new, Finding::new("kernel-stalled", line, &text));
-            }
-            _ => {}
-        }
+        let id = match self.text_phase {
+            Phase::Bootloader if self.bootloader_loaded => "serial-silent-after-bootloader",
+            Phase::Bootloader => "bootloader-stuck",
+            Phase::Kernel => "kernel-stalled",
+            _ => return new,
+        };
+        let f = Finding::new(id, line, &text).with_source(self.source);
+        self.add(&mut new, f);
         new
     }
+}
 
-    fn has(&self, id: &str) -> bool {
-        self.findings.iter().any(|f| f.id == id)
-    }
+/// What a rule's line names: its first capture group called `s`, `s2`, ... that took part.
+fn subject(rule: usize, body: &str) -> Option<String> {
+    let re = &RULE_RES[rule];
+    let c = re.captures(body)?;
+    re.capture_names().flatten().filter(|n| n.starts_with('s')).find_map(|n| c.name(n)).map(|m| m.as_str().to_string())
 }
 
 /// Cheap pre-check before the prompt regex: a prompt has a `$` or `#` within its first bytes.
@@ -866,6 +1266,196 @@ nixos login: nixos (automatic login)
         }
     }
 
+    /// Each new catalogue id from the exact text of the program that prints it (file in the
+    /// comment), with what the finding names.
+    #[test]
+    fn catalogue_tells_from_the_printing_sources() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            // nixpkgs nixos/modules/system/boot/stage-1-init.sh
+            ("Timed out waiting for device /dev/disk/by-label/nixos, trying to mount anyway.", "root-device-missing", Some("/dev/disk/by-label/nixos")),
+            // BusyBox util-linux/mount.c via stage 1, and util-linux's mount(8)
+            ("mount: mounting /dev/disk/by-label/nixos on /mnt-root/ failed: No such file or directory", "root-device-missing", Some("/dev/disk/by-label/nixos")),
+            ("mount: /mnt-root: special device /dev/vda1 does not exist.", "root-device-missing", Some("/dev/vda1")),
+            // the kernel: init/do_mounts.c
+            ("[    2.1] VFS: Cannot open root device \"vda1\" or unknown-block(0,0): error -6", "root-device-missing", Some("vda1")),
+            ("[    2.2] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)", "root-device-missing", Some("unknown-block(0,0)")),
+            // systemd initrd: /sysroot's mount depends on the device that timed out
+            ("[DEPEND] Dependency failed for /sysroot.", "root-device-missing", Some("/sysroot")),
+            ("stage 2 init script (/mnt-root//nix/store/x-nixos-system/init) not found", "stage2-init-missing", Some("/mnt-root//nix/store/x-nixos-system/init")),
+            // systemd src/core/dbus-manager.c
+            ("Failed to switch root: Specified switch root path '/sysroot' does not seem to be an OS tree. os-release file is missing.", "stage2-init-missing", Some("/sysroot")),
+            // nixpkgs nixos/modules/system/activation/activation-script.nix
+            ("Activation script snippet 'users' failed (1)", "activation-failed", Some("users")),
+            // systemd src/core/job.c, service.c
+            ("[FAILED] Failed to start pre-nixos.service - Pre-NixOS setup.", "unit-failed", Some("pre-nixos.service - Pre-NixOS setup")),
+            ("[FAILED] Failed to mount /data.", "unit-failed", Some("/data")),
+            ("pre-nixos.service: Failed with result 'exit-code'.", "unit-failed", Some("pre-nixos.service")),
+            ("[DEPEND] Dependency failed for Local File Systems.", "dependency-failed", Some("Local File Systems")),
+            // device.c, mount.c, manager.c
+            ("[ TIME ] Timed out waiting for device /dev/disk/by-uuid/9e2b.", "unit-stuck", Some("/dev/disk/by-uuid/9e2b")),
+            ("[ TIME ] Timed out mounting /data.", "unit-stuck", Some("/data")),
+            ("[ ***  ] Job pre-nixos.service/start running (2min 3s / no limit)", "unit-stuck", Some("pre-nixos.service")),
+            ("[  *** ] (1 of 2) A start job is running for Pre-NixOS setup (3min 2s / no limit)", "unit-stuck", Some("Pre-NixOS setup")),
+            // kernel/hung_task.c
+            ("[  243.5] INFO: task systemd-udevd:212 blocked for more than 122 seconds.", "hung-task", Some("systemd-udevd:212")),
+            // networkctl, iproute2/BusyBox ip, `ip link` with a NIC nobody brought up
+            ("Interface \"lan\" not found.", "lan-interface-missing", Some("lan")),
+            ("Device \"lan\" does not exist.", "lan-interface-missing", Some("lan")),
+            ("2: ens4: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN mode DEFAULT group default qlen 1000", "lan-interface-missing", Some("ens4 is DOWN")),
+            // QEMU system/runstate.c
+            ("qemu-system-x86_64: terminating on signal 15 from pid 4321 (timeout)", "qemu-killed", Some("signal 15 from pid 4321 (timeout)")),
+            // less: a prompt redrawn (keys went in), its error()
+            ("lines 1-23/41 56%\nlines 2-24/41 58%", "console-in-pager", Some("less")),
+            ("Pattern not found  (press RETURN)", "console-in-pager", Some("less")),
+            // bash after autologin, before the first prompt
+            ("nixos login: nixos (automatic login)\n-bash: /etc/profile: line 12: syntax error near unexpected token `fi'", "login-shell-errors", None),
+        ];
+        for (text, id, subject) in cases {
+            let d = run(text);
+            let f = d.findings().iter().find(|f| f.id == *id);
+            assert!(f.is_some(), "{text:?} should give {id}, got {:?}", ids(&d));
+            assert_eq!(f.unwrap().subject.as_deref(), *subject, "{text:?}");
+        }
+    }
+
+    /// Bootloaders reporting that they cannot load or start an image; GRUB's `error:` counts
+    /// only while the bootloader runs.
+    #[test]
+    fn bootloaders_that_fail_say_so() {
+        for log in [
+            "GNU GRUB  version 2.12\nerror: file `/kernels/x-bzImage' not found.\nerror: you need to load the kernel first.\n",
+            "Welcome to GRUB!\nerror: ../../grub-core/kern/efi/sb.c:182:bad shim signature.\n  Failed to boot both default and fallback entries.\n",
+            "ISOLINUX 6.04 20200816\nCould not find kernel image: /boot/bzImage\nboot: \n",
+            "SYSLINUX 6.04 EDD 20200816\nFailed to load ldlinux.c32\nBoot failed: please change disks and press a key to continue.\n",
+            "U-Boot 2024.01 (Jan 08 2024 - 00:00:00 +0000)\nBad Linux ARM64 Image magic!\n=> \n",
+            "U-Boot 2024.01 (Jan 08 2024)\nSkipping NixOS - Default for failure retrieving kernel\n",
+            "iPXE initialising devices...ok\nCould not boot image: Exec format error (https://ipxe.org/2e008081)\n",
+        ] {
+            let d = run(log);
+            assert_eq!(d.phase(), Phase::Bootloader, "{log}");
+            // The failure explains the silence: no bootloader-stuck on top.
+            assert_eq!(ids(&d), ["bootloader-failed"], "{log}");
+        }
+        let d = run("[    0.0] Linux version 6\nerror: file 'nixpkgs' was not found in the Nix search path");
+        assert!(!ids(&d).contains(&"bootloader-failed"), "{:?}", ids(&d));
+        // U-Boot that started the kernel and then went quiet.
+        let d = run("U-Boot 2024.01 (Jan 08 2024)\nHit any key to stop autoboot:  0\n\nStarting kernel ...\n");
+        assert_eq!(ids(&d), ["serial-silent-after-bootloader"]);
+    }
+
+    /// The furthest phase comes from the evidence present, not from where a log starts.
+    #[test]
+    fn phase_from_the_evidence_in_an_excerpt() {
+        let cases: &[(&str, Phase)] = &[
+            ("[   12.345678] virtio_blk virtio1: [vda] 8388608 512-byte logical blocks", Phase::Kernel),
+            ("running udev...", Phase::Init),
+            ("loading module virtio_blk...", Phase::Init),
+            ("[  OK  ] Reached target Local File Systems.", Phase::Init),
+            ("[DEPEND] Dependency failed for /data.", Phase::Init),
+            ("[   3.1] systemd[1]: Started Journal Service.", Phase::Init),
+            ("[   3.9] stage-1-init: [Sat Oct 11 10:00:03 UTC 2025] running udev...", Phase::Init),
+            ("Oct 11 10:00:00 nixos kernel: Linux version 6.12.54", Phase::Kernel),
+            ("Oct 11 10:00:06 nixos systemd[1]: Started Journal Service.", Phase::Init),
+            ("Oct 11 10:00:07 nixos login[1012]: pam_unix(login:session): session opened for user nixos(uid=1000) by LOGIN(uid=0)", Phase::Login),
+            ("SeaBIOS (version 1.16.2-debian-1.16.2-1)", Phase::Bootloader),
+            ("iPXE 1.21.1+ (g9e1b) -- Open Source Network Boot Firmware", Phase::Bootloader),
+            ("BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM QM00003 \" from PciRoot(0x0)", Phase::Bootloader),
+            ("U-Boot 2024.01 (Jan 08 2024 - 00:00:00 +0000)", Phase::Bootloader),
+            ("Starting kernel ...", Phase::Bootloader),
+        ];
+        for (text, phase) in cases {
+            let d = run(text);
+            assert_eq!(d.phase(), *phase, "{text}");
+            assert_eq!(d.timeline().last().map(|e| e.line), Some(1), "{text}");
+        }
+        // A kernel-timestamped systemd line shows both the kernel and init.
+        let d = run("[   3.1] systemd[1]: Started Journal Service.");
+        assert_eq!(phases(&d), [Phase::Kernel, Phase::Init]);
+    }
+
+    /// Findings say where their text came from; journal and OCR'd lines are normalised.
+    #[test]
+    fn findings_name_their_source() {
+        let d = run("Oct 11 10:00:31 nixos systemd[1]: Failed to start Pre-NixOS setup.\n\
+                     [FAILED 1 Fai1ed t0 start Load Kernel Modules.\n[FAILED] Failed to mount /data.\n");
+        let f = &d.findings()[0];
+        assert_eq!((f.id, f.source), ("unit-failed", Source::Journal));
+        // The finding quotes the line as written.
+        assert!(f.text.starts_with("Oct 11 10:00:31 nixos systemd[1]:"), "{}", f.text);
+        // The OCR'd bracket switched the rest of the input to screen text.
+        let mut d = Detector::new();
+        d.feed_line(1, "[ 0K J Reached target Network.");
+        d.feed_line(2, "[FAILED] Fai1ed t0 start Pre-NixOS setup.");
+        assert_eq!(
+            (d.findings()[0].source, d.findings()[0].subject.as_deref()),
+            (Source::Screen, Some("Pre-NixOS setup"))
+        );
+        // `analyze --source journal` reads `journalctl -o cat` (no prefixes).
+        let mut d = Detector::with_source(Some(Source::Journal));
+        d.feed_line(1, "Dependency failed for /data.");
+        assert_eq!(ids(&d), ["dependency-failed"]);
+        let mut d = Detector::new();
+        d.feed_line(1, "Dependency failed for /data.");
+        assert!(ids(&d).is_empty(), "bare text is no journal in auto mode");
+    }
+
+    /// The end of a journal is no stall: no silence verdicts. A serial log that ends while
+    /// stage 1 waits for its device, or in a pager, is one.
+    #[test]
+    fn silence_verdicts_depend_on_the_source() {
+        let d = run("Oct 11 10:00:00 nixos kernel: Linux version 6.12.54");
+        assert_eq!(d.phase(), Phase::Kernel);
+        assert!(ids(&d).is_empty(), "{:?}", ids(&d));
+        let d = run("running udev...\nwaiting for device /dev/disk/by-label/nixos to appear.......");
+        assert_eq!(ids(&d), ["root-device-missing"]);
+        let d =
+            run("waiting for device /dev/disk/by-label/nixos to appear..\nmounting /dev/disk/by-label/nixos on /...");
+        assert!(ids(&d).is_empty(), "the device appeared: {:?}", ids(&d));
+        let d = run("[root@nixos:~]# systemctl status x\nlines 1-23/41 56%");
+        assert_eq!(ids(&d), ["console-in-pager"]);
+        let d = run("[root@nixos:~]# systemctl status x\nlines 1-23/41 56%\n[root@nixos:~]# ");
+        assert!(ids(&d).is_empty(), "the pager was left: {:?}", ids(&d));
+        let d = run(
+            "[root@nixos:~]# git log\nWARNING: terminal is not fully functional\n-  (press RETURN)\n[root@nixos:~]# ",
+        );
+        assert!(ids(&d).is_empty(), "less's start-up warning is no key: {:?}", ids(&d));
+    }
+
+    /// `lan` seen later (renamed, listed, addressed) withdraws `lan-interface-missing`.
+    #[test]
+    fn lan_that_appears_later_is_not_missing() {
+        let d = run("[root@nixos:~]# ip -o -4 addr show dev lan\nDevice \"lan\" does not exist.\n\
+                     [   41.9] virtio_net virtio0 lan: renamed from ens4\n");
+        assert!(ids(&d).is_empty(), "{:?}", ids(&d));
+        let d = run("2: lan: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 state UP\n\
+                     3: ens5: <BROADCAST,MULTICAST> mtu 1500 qdisc noop state DOWN\n1: lo: <LOOPBACK> mtu 65536 state DOWN");
+        assert!(ids(&d).is_empty(), "{:?}", ids(&d));
+    }
+
+    /// Start-up errors count only between the login and the first prompt (and after an
+    /// echoed `sudo -i`); later the same text is a command's error.
+    #[test]
+    fn login_shell_errors_only_while_the_shell_starts() {
+        let d = run("nixos login: nixos (automatic login)\n-bash: warning: setlocale: LC_ALL: cannot change locale (en_US.UTF-8)\n[nixos@nixos:~]$ ");
+        assert_eq!(ids(&d), ["autologin-not-root", "login-shell-errors"]);
+        let d = run("[nixos@nixos:~]$ root\n-bash: root: command not found\n");
+        assert_eq!(ids(&d), ["command-not-found"]);
+        let d = run("[nixos@nixos:~]$ sudo -i\n-bash: /root/.bashrc: line 3: x: command not found\n[root@nixos:~]# ");
+        assert_eq!(ids(&d), ["login-shell-errors"]);
+    }
+
+    /// systemd names the unit after a failed start; the finding names both.
+    #[test]
+    fn failed_unit_is_named() {
+        let d = run("[FAILED] Failed to start Pre-NixOS setup.\nSee 'systemctl status pre-nixos.service' for details.");
+        assert_eq!(d.findings()[0].subject.as_deref(), Some("pre-nixos.service (Pre-NixOS setup)"));
+        let d = run("× pre-nixos.service - Pre-NixOS setup\n     Loaded: loaded (/etc/systemd/system/pre-nixos.service; enabled)\n     Active: failed (Result: exit-code) since Sat 2025-10-11 10:00:31 UTC; 2min ago");
+        assert_eq!(
+            (d.findings()[0].id, d.findings()[0].subject.as_deref()),
+            ("unit-failed", Some("pre-nixos.service"))
+        );
+    }
+
     #[test]
     fn short_start_jobs_and_warnings_are_not_findings() {
         let d = run("[    0.0] Linux version 6\n[  *** ] A start job is running for Firewall (58s / no limit)\n\
@@ -879,7 +1469,8 @@ nixos login: nixos (automatic login)
         let d = run("qemu-system-x86_64: -drive file=d.img: Could not open 'd.img': No such file or directory");
         assert_eq!(ids(&d), ["qemu-start-failed"]);
         let d = run("ISOLINUX 6.04\nLoading /boot/bzImage... ok\n[    0.0] Linux version 6\nqemu-system-x86_64: terminating on signal 15 from pid 1");
-        assert!(ids(&d).contains(&"qemu-exited"));
+        assert!(ids(&d).contains(&"qemu-killed"), "{:?}", ids(&d));
+        assert_eq!(d.findings()[0].subject.as_deref(), Some("signal 15 from pid 1"));
     }
 
     #[test]
@@ -937,6 +1528,17 @@ nixos login: nixos (automatic login)
             "no-serial-output",
             "host-disk-full",
             "io-error",
+            "root-device-missing",
+            "stage2-init-missing",
+            "activation-failed",
+            "unit-failed",
+            "dependency-failed",
+            "hung-task",
+            "bootloader-failed",
+            "lan-interface-missing",
+            "console-in-pager",
+            "qemu-killed",
+            "login-shell-errors",
         ] {
             assert!(signature(id).is_some(), "{id} missing");
         }
@@ -946,7 +1548,22 @@ nixos login: nixos (automatic login)
             assert!(s.cause.ends_with('.') && s.fix.ends_with('.'), "{}", s.id);
         }
         for (id, _) in RULES {
-            let special = ["qemu-line", "unit-stuck-job", "unit-stuck-status", "not-root-denied", "console-cmdline"];
+            let special = [
+                "qemu-line",
+                "unit-stuck-job",
+                "unit-stuck-status",
+                "unit-failed-status",
+                "unit-status-head",
+                "unit-see-status",
+                "not-root-denied",
+                "console-cmdline",
+                "bootloader-error",
+                "nic-down",
+                "lan-present",
+                "pager-open",
+                "pager-input",
+                "shell-error",
+            ];
             assert!(special.contains(id) || signature(id).is_some(), "rule {id}");
         }
     }

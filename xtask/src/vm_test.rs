@@ -6,7 +6,7 @@
 //! this module holds the flags, the order of the phases and the terminal output.
 
 use crate::accel::AccelChoice;
-use crate::diagnose::{Finding, Phase};
+use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::checks;
 use crate::vm::login::{self, Credentials};
@@ -249,7 +249,7 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
             let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
             progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
             rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
-            rec.findings.push(Finding { id: p.finding, line: 0, text: p.message.clone() });
+            rec.findings.push(Finding::new(p.finding, 0, &p.message).with_source(Source::Harness));
         }
         if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
             let detail = format!(
