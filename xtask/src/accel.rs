@@ -14,11 +14,11 @@
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use xshell::cmd;
 
-use crate::process::{self, die_with_parent, Drained, KillOnDrop};
+use crate::process::{self, Drained, KillOnDrop};
 use crate::project;
 
 /// How long a kernel gets to print its first line under KVM. A working KVM prints it after
@@ -32,10 +32,39 @@ const TCG_BZIMAGE_DEADLINE: Duration = Duration::from_secs(20);
 
 const FIRST_LINE: &[u8] = b"Linux version";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The accelerator QEMU runs a guest with (`-accel kvm|tcg`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
     Tcg,
+}
+
+/// The `--accel` flag of vm-test and bench: an accelerator, or `auto` (probe KVM by booting a
+/// kernel, fall back to TCG).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelChoice {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl AccelChoice {
+    /// The accelerator asked for; `None` for `auto`.
+    pub fn fixed(self) -> Option<Accel> {
+        match self {
+            AccelChoice::Auto => None,
+            AccelChoice::Kvm => Some(Accel::Kvm),
+            AccelChoice::Tcg => Some(Accel::Tcg),
+        }
+    }
+}
+
+impl std::fmt::Display for AccelChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.fixed().map_or("auto", Accel::name))
+    }
 }
 
 impl Accel {
@@ -67,16 +96,34 @@ impl std::str::FromStr for Accel {
 /// The outcome of booting a kernel under one accelerator.
 #[derive(Clone, Debug)]
 pub struct Probe {
-    /// The kernel printed its first line under this accelerator.
-    pub usable: bool,
+    pub outcome: Outcome,
     /// Why usable or not, one line, e.g. "kernel printed `Linux version` after 0.38s".
     pub detail: String,
+}
+
+/// What a probe found; `doctor` picks its fix by this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The kernel printed its first line under this accelerator.
+    Booted,
+    /// `/dev/kvm` does not exist (no KVM module loaded, or virtualization is off / not nested).
+    NoKvmDevice,
+    /// `/dev/kvm` exists but this user may not open it read-write.
+    KvmDenied,
+    /// Anything else: no kernel to boot, QEMU failed, the guest hung (the detail says which).
+    Failed,
+}
+
+impl Probe {
+    pub fn usable(&self) -> bool {
+        self.outcome == Outcome::Booted
+    }
 }
 
 /// Probes KVM and falls back to TCG; the string says why, for logs and metadata.
 pub fn choose_auto() -> (Accel, String) {
     let kvm = probe(Accel::Kvm);
-    if kvm.usable {
+    if kvm.usable() {
         (Accel::Kvm, format!("KVM probe booted a kernel: {}", kvm.detail))
     } else {
         (Accel::Tcg, format!("KVM unusable here: {}; TCG will be used, boots ~5-10x slower", kvm.detail))
@@ -86,17 +133,19 @@ pub fn choose_auto() -> (Accel, String) {
 /// Boots the probe kernel under `accel` and waits (bounded) for its first console line.
 /// Never leaves QEMU running: it is killed on every path, and on our death (PDEATHSIG).
 pub fn probe(accel: Accel) -> Probe {
-    let (usable, detail) = match run_probe(accel) {
-        Ok(ok) => ok,
-        Err(err) => (false, format!("{err:#}")),
-    };
-    Probe { usable, detail }
+    if accel == Accel::Kvm {
+        if let Err((outcome, detail)) = kvm_device_usable() {
+            return Probe { outcome, detail };
+        }
+    }
+    match run_probe(accel) {
+        Ok((true, detail)) => Probe { outcome: Outcome::Booted, detail },
+        Ok((false, detail)) => Probe { outcome: Outcome::Failed, detail },
+        Err(err) => Probe { outcome: Outcome::Failed, detail: format!("{err:#}") },
+    }
 }
 
 fn run_probe(accel: Accel) -> Result<(bool, String)> {
-    if accel == Accel::Kvm {
-        kvm_device_usable()?;
-    }
     let qemu = crate::vm::qemu::locate()?;
     let kernel = probe_kernel()?;
     let deadline = match (accel, kernel.uncompressed) {
@@ -104,19 +153,16 @@ fn run_probe(accel: Accel) -> Result<(bool, String)> {
         (Accel::Tcg, true) => TCG_DEADLINE,
         (Accel::Tcg, false) => TCG_BZIMAGE_DEADLINE,
     };
-    let mut cmd = Command::new(&qemu);
-    cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", "256"])
-        .args(["-accel", accel.name()])
-        .arg("-kernel")
-        .arg(kernel.path.as_str())
-        .args(["-append", "console=ttyS0 earlyprintk=serial panic=-1"])
-        .args(["-serial", "stdio"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    die_with_parent(&mut cmd);
+    let sh = process::shell()?;
+    let (base, kernel_path) = (crate::vm::qemu::base_args(accel), &kernel.path);
+    let cmd = cmd!(sh, "{qemu} {base...} -m 256 -kernel {kernel_path}").args([
+        "-append",
+        "console=ttyS0 earlyprintk=serial panic=-1",
+        "-serial",
+        "stdio",
+    ]);
     let started = Instant::now();
-    let child = KillOnDrop(cmd.spawn().with_context(|| format!("starting {qemu}"))?);
+    let child = process::spawn_piped_dying_with_us(cmd).with_context(|| format!("starting {qemu}"))?;
     let seen = watch(child, deadline)?;
     let took = started.elapsed().as_secs_f64();
     let what = if kernel.uncompressed { "kernel" } else { "kernel (bzImage)" };
@@ -145,20 +191,21 @@ fn run_probe(accel: Accel) -> Result<(bool, String)> {
 }
 
 /// `/dev/kvm` must exist and open read-write; otherwise QEMU cannot even try.
-fn kvm_device_usable() -> Result<()> {
+fn kvm_device_usable() -> Result<(), (Outcome, String)> {
     match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            bail!("/dev/kvm does not exist (no KVM module loaded, or virtualization is off / not nested)")
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err((
+            Outcome::NoKvmDevice,
+            "/dev/kvm does not exist (no KVM module loaded, or virtualization is off / not nested)".into(),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             use std::os::unix::fs::MetadataExt;
             let how = std::fs::metadata("/dev/kvm")
                 .map(|m| format!("mode {:04o}, owner uid {} gid {}", m.mode() & 0o7777, m.uid(), m.gid()))
                 .unwrap_or_default();
-            bail!("no permission to open /dev/kvm ({how})")
+            Err((Outcome::KvmDenied, format!("no permission to open /dev/kvm ({how})")))
         }
-        Err(e) => bail!("cannot open /dev/kvm: {e}"),
+        Err(e) => Err((Outcome::Failed, format!("cannot open /dev/kvm: {e}"))),
     }
 }
 
@@ -262,7 +309,7 @@ pub fn probe_kernel() -> Result<ProbeKernel> {
 }
 
 fn resolve_probe_kernel() -> Result<ProbeKernel> {
-    let bzimage = crate::fixture::ensure_kernel()?;
+    let bzimage = crate::debian::kernel::ensure(&process::shell()?)?.vmlinuz;
     match uncompressed_kernel(&bzimage) {
         Ok(path) => Ok(ProbeKernel { path, uncompressed: true }),
         Err(_) => Ok(ProbeKernel { path: bzimage, uncompressed: false }),
@@ -282,22 +329,21 @@ fn uncompressed_kernel(bzimage: &Utf8Path) -> Result<Utf8PathBuf> {
     fs_err::create_dir_all(&dir)?;
     let image = fs_err::read(bzimage)?;
     let (payload, tool) = compressed_payload(&image)?;
-    let tmp_in = dir.join(format!(".payload-{}", std::process::id()));
     let tmp_out = dir.join(format!(".vmlinux-{}", std::process::id()));
     let result = (|| -> Result<()> {
-        fs_err::write(&tmp_in, payload)?;
-        let status = Command::new(tool[0])
-            .args(&tool[1..])
-            .stdin(fs_err::File::open(&tmp_in)?.into_file())
-            .stdout(fs_err::File::create(&tmp_out)?.into_file())
-            .stderr(Stdio::null())
-            .status()
-            .with_context(|| format!("running {}", tool[0]))?;
-        let head = fs_err::read(&tmp_out).map(|b| b.get(..4) == Some(b"\x7fELF"))?;
+        let sh = process::shell()?;
+        let (program, args) = (tool[0], &tool[1..]);
         // gzip exits 2 for "trailing garbage ignored"; the ELF magic is the real test.
-        if !head {
-            bail!("{} did not produce an ELF kernel ({status})", tool[0]);
+        let decompressed = cmd!(sh, "{program} {args...}")
+            .stdin(payload)
+            .ignore_stderr()
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running {program}"))?;
+        if decompressed.stdout.get(..4) != Some(b"\x7fELF") {
+            bail!("{program} did not produce an ELF kernel ({})", decompressed.status);
         }
+        fs_err::write(&tmp_out, &decompressed.stdout)?;
         fs_err::rename(&tmp_out, &out)?;
         // One kernel at a time: drop extractions of earlier kernels (63 MiB each).
         for e in std::fs::read_dir(&dir)?.flatten() {
@@ -308,7 +354,6 @@ fn uncompressed_kernel(bzimage: &Utf8Path) -> Result<Utf8PathBuf> {
         }
         Ok(())
     })();
-    let _ = std::fs::remove_file(&tmp_in);
     let _ = std::fs::remove_file(&tmp_out);
     result.map(|()| out)
 }
@@ -357,6 +402,16 @@ mod tests {
         }
         assert_eq!("KVM".parse::<Accel>().unwrap(), Accel::Kvm);
         assert!("hvf".parse::<Accel>().is_err());
+        // The flag's words are vm-test's `--accel` values (bench passes them on).
+        for (choice, word, fixed) in [
+            (AccelChoice::Auto, "auto", None),
+            (AccelChoice::Kvm, "kvm", Some(Accel::Kvm)),
+            (AccelChoice::Tcg, "tcg", Some(Accel::Tcg)),
+        ] {
+            assert_eq!((choice.to_string().as_str(), choice.fixed()), (word, fixed));
+            assert_eq!(<AccelChoice as clap::ValueEnum>::from_str(word, false), Ok(choice));
+        }
+        assert_eq!(serde_json::to_value(Accel::Kvm).unwrap(), "kvm");
     }
 
     #[test]

@@ -258,17 +258,8 @@ pub fn run(args: Args) -> Result<u8> {
     } else {
         render_text(&path, &analysis)
     };
-    print_out(&out)?;
+    ui::print(&out)?;
     Ok(if analysis.failed() { exit::FAILED } else { exit::OK })
-}
-
-/// Prints to stdout; a closed pipe (`analyze … | head`) is not an error.
-pub fn print_out(text: &str) -> Result<()> {
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
-    }
 }
 
 /// The JSON document: the contract keys plus kind/cause/fix and the kernel time offsets.

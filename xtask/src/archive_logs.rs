@@ -126,7 +126,7 @@ pub fn run(args: Args) -> Result<u8> {
     };
     let docs = args.docs_dir.unwrap_or_else(|| project::root().join("docs"));
     let archived = archive_into(&run_dir, &docs, args.dry_run)?;
-    crate::analyze::print_out(&archived.summary())?;
+    crate::ui::print(&archived.summary())?;
     Ok(exit::OK)
 }
 

@@ -281,6 +281,6 @@ fn stop(kept: &Kept) -> Result<u8> {
     };
     let disk = kept.dir.join("disk.qcow2");
     let _ = std::fs::remove_file(&disk);
-    println!("attach --stop: {how}; QEMU pid {} ended; {disk} removed", kept.pid);
+    crate::ui::print(&format!("attach --stop: {how}; QEMU pid {} ended; {disk} removed\n", kept.pid))?;
     Ok(exit::OK)
 }

@@ -7,6 +7,8 @@
 //! the harness's own CPU time per wall second. Figures, not assertions: nothing here fails
 //! because a number is high.
 
+use crate::accel::{Accel, AccelChoice};
+use crate::process;
 use crate::stats::median;
 use crate::vm::machine;
 use crate::vm::record::{PhaseStatus, RunOutcome, RunRecord};
@@ -16,6 +18,7 @@ use camino::Utf8Path;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::time::Duration;
+use xshell::cmd;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,8 +26,8 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Accelerator passed to vm-test and used for the baseline
-    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
-    pub accel: String,
+    #[arg(long, value_name = "auto|kvm|tcg", value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
     /// Which fixture to boot: `fixture` (busybox) or `fixture-systemd`, as for `vm-test --image`
     #[arg(long, value_name = "fixture[-systemd]", default_value = "fixture")]
     pub image: String,
@@ -53,7 +56,7 @@ pub fn run(args: Args) -> Result<u8> {
     let mut baseline = Vec::new();
     for i in 1..=args.runs {
         let run_dir = dir.join(format!("harness-{i}"));
-        let meta = harness_run(&run_dir, &args.image, &args.accel)?;
+        let meta = harness_run(&run_dir, &args.image, args.accel)?;
         eprintln!(
             "bench: harness run {i}: {} in {:.1}s, prompt at {}",
             meta.outcome.map_or("?", RunOutcome::name),
@@ -68,9 +71,9 @@ pub fn run(args: Args) -> Result<u8> {
     let figures = summarize(&harness, &baseline);
     project::write_atomic(&dir.join("bench.json"), serde_json::to_string_pretty(&figures)?.as_bytes())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
+        ui::print(&(serde_json::to_string_pretty(&figures)? + "\n"))?;
     } else {
-        print_figures(&figures);
+        ui::print(&render_figures(&figures))?;
     }
     let all_passed = harness.iter().all(passed);
     Ok(if all_passed { exit::OK } else { exit::FAILED })
@@ -82,17 +85,13 @@ fn passed(run: &RunRecord) -> bool {
 
 /// One `vm-test --image IMAGE` run in a child process (exactly what a user runs); returns
 /// its metadata.json.
-fn harness_run(run_dir: &Utf8Path, image: &str, accel: &str) -> Result<RunRecord> {
+fn harness_run(run_dir: &Utf8Path, image: &str, accel: AccelChoice) -> Result<RunRecord> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let log_path = run_dir.with_extension("log");
     let log = fs_err::File::create(&log_path)?.into_parts().0;
-    let status = std::process::Command::new(exe)
-        .args(["vm-test", "--image", image, "--accel", accel, "--run-dir", run_dir.as_str()])
-        .env("NO_COLOR", "1")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()
-        .context("running vm-test")?;
+    let (sh, accel) = (process::shell()?, accel.to_string());
+    let vm_test = cmd!(sh, "{exe} vm-test --image {image} --accel {accel} --run-dir {run_dir}").env("NO_COLOR", "1");
+    let status = process::status_logged(vm_test, log).context("running vm-test")?;
     let code = status.code().unwrap_or(-1);
     if code == exit::INFRA as i32 || code == exit::USAGE as i32 || code == exit::INTERRUPTED as i32 {
         bail!(exit::infra(format!("vm-test could not run (exit {code}); see {log_path}")));
@@ -115,7 +114,7 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
     let options = machine::Options {
         binary: q.binary.as_str().into(),
         iso: meta.image.path.as_str().into(),
-        accel: q.accel.clone(),
+        accel: q.accel.parse().unwrap_or(Accel::Tcg),
         memory_mib: q.memory_mib,
         cpus: q.cpus,
         keep: false,
@@ -187,13 +186,19 @@ fn summarize(harness: &[RunRecord], baseline: &[f64]) -> Value {
     })
 }
 
-fn print_figures(f: &Value) {
+fn render_figures(f: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let fancy = ui::fancy_stdout();
     let num = |v: &Value| v.as_f64().map_or("?".to_string(), |x| format!("{x:.2}"));
     let image = f["image"].as_str().unwrap_or("?");
-    println!("Phase medians over {} runs of {image} ({} passed, accel {}):", f["runs"], f["passed"], f["accel"]);
+    let _ = writeln!(
+        out,
+        "Phase medians over {} runs of {image} ({} passed, accel {}):",
+        f["runs"], f["passed"], f["accel"]
+    );
     for p in f["phases"].as_array().into_iter().flatten() {
-        println!("  {:<11} {:>7} s", p["phase"].as_str().unwrap_or("?"), num(&p["median_seconds"]));
+        let _ = writeln!(out, "  {:<11} {:>7} s", p["phase"].as_str().unwrap_or("?"), num(&p["median_seconds"]));
     }
     let b = &f["boot_to_prompt"];
     let c = &f["harness_cpu"];
@@ -203,16 +208,19 @@ fn print_figures(f: &Value) {
         None => "not measured".to_string(),
     };
     let ratio = b["overhead_ratio"].as_f64();
-    println!(
+    let _ = writeln!(
+        out,
         "Boot to prompt: harness {} s, bare QEMU {} s → overhead {} ({}; target ≤ 10 %)",
         num(&b["harness_median_seconds"]),
         num(&b["baseline_median_seconds"]),
         ratio.map_or("?".into(), |r| format!("{:+.1} %", r * 100.0)),
         verdict(ratio.map(|r| r <= 0.10))
     );
-    println!("Boot to verified root (`id -u` = 0): {} s", num(&f["boot_to_root"]["harness_median_seconds"]));
+    let _ =
+        writeln!(out, "Boot to verified root (`id -u` = 0): {} s", num(&f["boot_to_root"]["harness_median_seconds"]));
     let share = c["share_of_one_core"].as_f64();
-    println!(
+    let _ = writeln!(
+        out,
         "Harness CPU: {} s over {} s wall = {} of one core ({}; target ≤ 2 %), peak RSS {} KiB",
         num(&c["median_cpu_seconds"]),
         num(&c["median_wall_seconds"]),
@@ -220,6 +228,7 @@ fn print_figures(f: &Value) {
         verdict(share.map(|s| s <= 0.02)),
         c["peak_rss_kib"]
     );
+    out
 }
 
 #[cfg(test)]

@@ -14,16 +14,16 @@ mod events;
 mod output;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use xshell::{cmd, Cmd, Shell};
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{self, Exit};
-use crate::{nix, project, ui};
+use crate::{nix, process, project, ui};
 use events::{drv_name, Counts, Tracker};
 
 /// The image a successful build produced.
@@ -73,12 +73,16 @@ const DEFAULT_ATTR: &str = "bootImage";
 pub fn run(args: Args) -> Result<u8> {
     let image = build(&args)?;
     let fancy = ui::fancy_stdout();
-    println!("{}", ui::paint(fancy, ui::Tone::Good, "image built"));
-    println!("  iso          {}", image.iso);
-    println!("  store path   {}", image.store_path);
-    println!("  size         {} ({} bytes)", ui::human_bytes(image.size_bytes), image.size_bytes);
-    println!("  narHash      {}", image.nar_hash.as_deref().unwrap_or("unknown"));
-    println!("  build time   {:.1}s", image.build_seconds);
+    ui::print(&format!(
+        "{}\n  iso          {}\n  store path   {}\n  size         {} ({} bytes)\n  narHash      {}\n  build time   {:.1}s\n",
+        ui::paint(fancy, ui::Tone::Good, "image built"),
+        image.iso,
+        image.store_path,
+        ui::human_bytes(image.size_bytes),
+        image.size_bytes,
+        image.nar_hash.as_deref().unwrap_or("unknown"),
+        image.build_seconds
+    ))?;
     Ok(exit::OK)
 }
 
@@ -186,7 +190,7 @@ impl Metadata {
 }
 
 fn build(opts: &BuildOptions) -> Result<BuiltImage> {
-    let nix = nix::locate().ok_or_else(nix_missing)?;
+    let nix = nix::locate().ok_or_else(nix::not_found)?;
     let flake = flake_ref(opts.flake.as_deref())?;
     let attr = opts.attr.clone().unwrap_or_else(|| DEFAULT_ATTR.to_string());
     let out_dir = opts.out_dir.clone().unwrap_or_else(default_out_dir);
@@ -204,7 +208,7 @@ fn build(opts: &BuildOptions) -> Result<BuiltImage> {
         run_dir: run_dir.clone(),
         flake: flake.clone(),
         attr: attr.clone(),
-        nix: NixInfo { binary: nix.path.clone(), on_path: nix.on_path, version: nix_version(&nix.path), command },
+        nix: NixInfo { binary: nix.path.clone(), on_path: nix.on_path, version: nix::version(&nix.path).ok(), command },
         outcome: "running",
         image: None,
         drv_path: None,
@@ -258,15 +262,15 @@ struct LastBuild {
 
 fn run_nix(meta: &mut Metadata, opts: &BuildOptions) -> Result<BuiltImage> {
     let run_dir = meta.run_dir.clone();
-    let mut cmd = Command::new(&meta.nix.command[0]);
-    cmd.args(&meta.nix.command[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    set_user_env(&mut cmd);
+    let sh = process::shell()?;
+    let (program, args) = (&meta.nix.command[0], &meta.nix.command[1..]);
+    let cmd = with_user_env(cmd!(sh, "{program} {args...}"));
 
     // SIGINT/SIGTERM while nix runs: the wait loop passes SIGINT on to nix (a terminal's
     // Ctrl-C reaches nix directly too), lets it stop, records the run, exits 130.
     let interrupt = crate::interrupt::Guard::install();
     let started = Instant::now();
-    let outcome = drive(&mut cmd, meta, opts, &run_dir);
+    let outcome = drive(cmd, meta, opts, &run_dir);
     drop(interrupt);
     let (status, stdout, tracker) = outcome?;
     let build_seconds = started.elapsed().as_secs_f64();
@@ -285,7 +289,7 @@ fn run_nix(meta: &mut Metadata, opts: &BuildOptions) -> Result<BuiltImage> {
     meta.drv_path = drv_path;
     let iso = output::find_iso(Utf8Path::new(&store_path))?;
     let size_bytes = fs_err::metadata(&iso)?.len();
-    let nar_hash = nar_hash(&meta.nix.binary, &store_path);
+    let nar_hash = nar_hash(&sh, &meta.nix.binary, &store_path);
     if nar_hash.is_none() {
         eprintln!("build-image: warning: `nix path-info --json {store_path}` gave no narHash");
     }
@@ -295,12 +299,13 @@ fn run_nix(meta: &mut Metadata, opts: &BuildOptions) -> Result<BuiltImage> {
 /// Runs nix, feeding its stderr through the tracker and display and into the log files.
 /// Waits on a channel with a timeout (no spinning); returns exit status, stdout, tracker.
 fn drive(
-    cmd: &mut Command,
+    cmd: Cmd<'_>,
     meta: &Metadata,
     opts: &BuildOptions,
     run_dir: &Utf8Path,
 ) -> Result<(std::process::ExitStatus, String, Tracker)> {
-    let mut child = cmd.spawn().map_err(|e| exit::infra(format!("cannot run {}: {e}", meta.nix.binary)))?;
+    let mut child =
+        process::spawn_piped(cmd).map_err(|e| exit::infra(format!("cannot run {}: {e}", meta.nix.binary)))?;
     let stderr = child.stderr.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let (tx, rx) = mpsc::channel::<String>();
@@ -498,53 +503,35 @@ fn flake_ref(flake: Option<&str>) -> Result<String> {
 
 /// nix's single-user profile and some nix code paths need USER and HOME; a bare `env -i` or a
 /// container shell may not have them.
-fn set_user_env(cmd: &mut Command) {
+fn with_user_env(mut cmd: Cmd<'_>) -> Cmd<'_> {
     let missing = |k: &str| std::env::var_os(k).is_none_or(|v| v.is_empty());
     if !missing("USER") && !missing("HOME") {
-        return;
+        return cmd;
     }
     // SAFETY: getpwuid returns a pointer to static storage or null; we copy out at once.
     let (name, home) = unsafe {
         let pw = libc::getpwuid(libc::getuid());
         if pw.is_null() {
-            return;
+            return cmd;
         }
         let s = |p: *const libc::c_char| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
         (s((*pw).pw_name), s((*pw).pw_dir))
     };
     if missing("USER") {
-        cmd.env("USER", name);
+        cmd = cmd.env("USER", name);
     }
     if missing("HOME") {
-        cmd.env("HOME", home);
+        cmd = cmd.env("HOME", home);
     }
+    cmd
 }
 
-fn nix_version(nix: &Utf8Path) -> Option<String> {
-    let out = Command::new(nix).arg("--version").stdin(Stdio::null()).output().ok()?;
-    let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!s.is_empty()).then_some(s)
-}
-
-fn nar_hash(nix: &Utf8Path, store_path: &str) -> Option<String> {
-    let mut cmd = Command::new(nix);
-    cmd.args(nix::FEATURE_FLAGS).args(["path-info", "--json", store_path]).stdin(Stdio::null());
-    set_user_env(&mut cmd);
-    let out = cmd.output().ok()?;
+/// The narHash `nix path-info` reports; `None` when it says nothing usable (a record, not a gate).
+fn nar_hash(sh: &Shell, nix: &Utf8Path, store_path: &str) -> Option<String> {
+    let features = nix::FEATURE_FLAGS;
+    let out =
+        with_user_env(cmd!(sh, "{nix} {features...} path-info --json {store_path}")).ignore_status().output().ok()?;
     output::parse_nar_hash(&String::from_utf8_lossy(&out.stdout), store_path)
-}
-
-fn nix_missing() -> anyhow::Error {
-    let looked: Vec<String> = nix::known_locations().iter().map(|p| format!("  {p}")).collect();
-    exit::infra(format!(
-        "nix not found: not on PATH and not at any known location:\n{}\n\
-         fix: install it — on Debian/Ubuntu `sudo apt-get install nix-bin` (or `sudo scripts/install-deps.sh`), \
-         elsewhere https://nixos.org/download. If nix is installed in ~/.nix-profile but your shell \
-         does not find it, your profile script was skipped because USER is unset: put \
-         `export USER=\"${{USER:-$(id -un)}}\"` before the line that sources nix.sh. \
-         `cargo xtask doctor` checks all of this.",
-        looked.join("\n")
-    ))
 }
 
 #[cfg(test)]

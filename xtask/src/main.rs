@@ -9,6 +9,7 @@ mod archive_logs;
 mod attach;
 mod bench;
 mod build_image;
+mod debian;
 mod diagnose;
 mod doctor;
 mod exit;

@@ -1,6 +1,8 @@
-//! Finding nix, also when it is not on PATH (shared by `doctor` and `build-image`).
+//! Finding nix, also when it is not on PATH, asking its version, and what to do when it is
+//! missing (shared by `doctor` and `build-image`).
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
+use std::time::Duration;
 
 /// A nix binary and how it was found.
 #[derive(Clone, Debug)]
@@ -33,9 +35,43 @@ pub fn locate() -> Option<NixBinary> {
     known_locations().into_iter().find(|p| is_executable(p)).map(|path| NixBinary { path, on_path: false })
 }
 
-fn is_executable(p: &camino::Utf8Path) -> bool {
+fn is_executable(p: &Utf8Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// How to install nix: doctor's fix line, and part of build-image's advice.
+pub const INSTALL: &str = "scripts/nix-setup.sh   (or: sudo apt-get install nix-bin)";
+
+/// nix is nowhere (exit 3): where we looked, how to install it, and the USER trap that hides
+/// an installed single-user nix.
+pub fn not_found() -> anyhow::Error {
+    let looked: Vec<String> = known_locations().iter().map(|p| format!("  {p}")).collect();
+    crate::exit::infra(format!(
+        "nix not found: not on PATH and not at any known location:\n{}\n\
+         fix: install it with {INSTALL}, or `sudo scripts/install-deps.sh`; \
+         elsewhere https://nixos.org/download. If nix is installed in ~/.nix-profile but your shell \
+         does not find it, your profile script was skipped because USER is unset: put \
+         `export USER=\"${{USER:-$(id -un)}}\"` before the line that sources nix.sh. \
+         `cargo xtask doctor` checks all of this.",
+        looked.join("\n")
+    ))
+}
+
+/// `nix --version`'s line, e.g. `nix (Nix) 2.8.0`, asked within 3 s (a broken nix must not
+/// hang anyone). The error names the command and what it said.
+pub fn version(nix: &Utf8Path) -> anyhow::Result<String> {
+    let sh = crate::process::shell()?;
+    let out = crate::process::output_within(xshell::cmd!(sh, "{nix} --version"), Duration::from_secs(3))?;
+    if !out.ok() {
+        anyhow::bail!("{nix} --version failed: {}", out.stderr.trim());
+    }
+    Ok(out.stdout.trim().to_string())
+}
+
+/// The version number at the end of `nix --version`'s line: `2.8.0`.
+pub fn version_number(line: &str) -> &str {
+    line.split_whitespace().last().unwrap_or("?")
 }
 
 /// The flags that make flakes work on any nix from 2.4 on, whatever nix.conf says.
@@ -182,6 +218,12 @@ mod tests {
     }
 
     // Every rule, with the exact text nix 2.8 prints (recorded here), and the lines it must not claim.
+    #[test]
+    fn version_number_is_the_last_word() {
+        assert_eq!(version_number("nix (Nix) 2.8.0"), "2.8.0");
+        assert_eq!(version_number(""), "?");
+    }
+
     #[test]
     fn build_group_missing_is_recognised_and_not_taken_for_a_missing_source_file() {
         let line = "error: the group 'nixbld' specified in 'build-users-group' does not exist";

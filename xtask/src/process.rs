@@ -1,12 +1,63 @@
-//! Child-process helpers shared by the verbs: dying with the parent, killing on drop, reading
-//! a child's stdout and stderr together with `poll()` under a deadline, and running a command
-//! in its own process group that is killed as a whole, keeping only a bounded tail of output.
+//! Running other programs: the one place that knows `std::process`.
+//!
+//! One-shot commands (apt-get, depmod, xorriso, `--version` probes …) are written with
+//! `xshell::cmd!` and run by [`OneShot`]: output captured, a non-zero exit an error that names
+//! the command and carries its stderr. A command whose failure is an expected answer says so
+//! at its call site (`.ignore_status()`).
+//!
+//! `std::process` is used only here, for what xshell cannot do: children that die with us
+//! (PR_SET_PDEATHSIG) or are killed on drop, their own process group or session, reading stdout
+//! and stderr together with `poll()` under a deadline, and a bounded tail of output. The call
+//! sites still describe the command with `cmd!`; the helpers below start it.
 
+use anyhow::Context as _;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// The shell one piece of work runs its commands in (`cmd!(sh, …)`); made once where that work
+/// starts and passed down.
+pub fn shell() -> anyhow::Result<xshell::Shell> {
+    xshell::Shell::new().context("the current directory is gone; run xtask from an existing directory")
+}
+
+/// How a one-shot command runs here: to completion, its stdout and stderr captured (nothing of
+/// it reaches our terminal or our stdout), stdin from /dev/null unless given. A command whose
+/// failure is an expected answer uses xshell's own `.ignore_status().output()` instead.
+pub trait OneShot {
+    /// Its output; a non-zero exit is an error naming the command, its exit status and its stderr.
+    fn capture(self) -> anyhow::Result<Output>;
+
+    /// Runs it; fails as [`OneShot::capture`] does.
+    fn run_captured(self) -> anyhow::Result<()>
+    where
+        Self: Sized,
+    {
+        self.capture().map(drop)
+    }
+
+    /// Its stdout as text (invalid UTF-8 replaced); fails as [`OneShot::capture`] does.
+    fn read_captured(self) -> anyhow::Result<String>
+    where
+        Self: Sized,
+    {
+        Ok(String::from_utf8_lossy(&self.capture()?.stdout).into_owned())
+    }
+}
+
+impl OneShot for xshell::Cmd<'_> {
+    fn capture(self) -> anyhow::Result<Output> {
+        let shown = self.to_string();
+        // xshell's own status check would drop stderr, the part that says why.
+        let out = self.ignore_status().output().with_context(|| format!("running `{shown}`"))?;
+        if !out.status.success() {
+            anyhow::bail!("`{shown}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(out)
+    }
+}
 
 /// Makes the kernel kill `cmd`'s process when we die, however we die. (Linux ties this to the
 /// spawning *thread*: spawn from a thread that outlives the child, as the probes do.)
@@ -177,7 +228,11 @@ pub struct GroupOutput {
 /// The group is killed before the leader is reaped: until then the group id (the leader's pid)
 /// cannot have been reused by an unrelated process. Without pidfd_open (Linux < 5.3) the end of
 /// both outputs stands for the exit.
-pub fn run_in_own_group(cmd: &mut Command, limit: Duration, cap: usize) -> std::io::Result<GroupOutput> {
+pub fn run_in_own_group(cmd: xshell::Cmd<'_>, limit: Duration, cap: usize) -> std::io::Result<GroupOutput> {
+    run_command_in_own_group(&mut Command::from(cmd), limit, cap)
+}
+
+fn run_command_in_own_group(cmd: &mut Command, limit: Duration, cap: usize) -> std::io::Result<GroupOutput> {
     let end = Instant::now() + limit;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     die_with_parent(cmd);
@@ -217,6 +272,96 @@ pub fn run_in_own_group(cmd: &mut Command, limit: Duration, cap: usize) -> std::
     )?;
     let status = leader.reap()?;
     Ok(GroupOutput { status: (ended == Drained::Closed).then_some(status), stdout, stderr })
+}
+
+/// Output kept per stream by [`output_within`]: far more than any version or config text, and a
+/// bound on what a login profile that prints without end can cost.
+const KEEP: usize = 1 << 20;
+
+/// What [`output_within`] collected: the exit status and the last MiB of each output.
+pub struct BoundedOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl BoundedOutput {
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+}
+
+/// Runs `cmd` (stdin from /dev/null) in its own process group and collects the last MiB of
+/// each output, waiting with `poll()`: for probes that must never hang their caller. It is done
+/// when the command exits; whatever it left running in its group is then killed. On the
+/// deadline the whole group is killed and an error names the command and the time.
+pub fn output_within(cmd: xshell::Cmd<'_>, limit: Duration) -> anyhow::Result<BoundedOutput> {
+    let mut cmd = Command::from(cmd);
+    let shown = format!("{:?}", cmd.get_program());
+    let got = run_command_in_own_group(&mut cmd, limit, KEEP).with_context(|| format!("running {shown}"))?;
+    let Some(status) = got.status else {
+        anyhow::bail!("{shown} did not finish within {:.1}s (killed, with everything it started)", limit.as_secs_f64());
+    };
+    Ok(BoundedOutput {
+        status,
+        stdout: String::from_utf8_lossy(got.stdout.bytes()).into_owned(),
+        stderr: String::from_utf8_lossy(got.stderr.bytes()).into_owned(),
+    })
+}
+
+/// Starts `cmd` with stdin from /dev/null and stdout and stderr piped, for a caller that reads
+/// them as they come (nix's activity stream).
+pub fn spawn_piped(cmd: xshell::Cmd<'_>) -> std::io::Result<Child> {
+    Command::from(cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()
+}
+
+/// Like [`spawn_piped`], and the child dies with us and is killed when the handle is dropped
+/// (the accelerator probe's QEMU).
+pub fn spawn_piped_dying_with_us(cmd: xshell::Cmd<'_>) -> std::io::Result<KillOnDrop> {
+    let mut cmd = Command::from(cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    die_with_parent(&mut cmd);
+    Ok(KillOnDrop(cmd.spawn()?))
+}
+
+/// How a long-running child started by [`spawn_logged`] relates to us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tie {
+    /// Its own process group (a terminal's Ctrl-C reaches only us, and we stop it in order),
+    /// and killed when we die.
+    OwnGroupDiesWithUs,
+    /// A session of its own, no death signal: it may outlive us (`vm-test --keep`).
+    NewSession,
+}
+
+/// Starts `cmd` with stdin from /dev/null and stdout and stderr appended to `log`.
+pub fn spawn_logged(cmd: xshell::Cmd<'_>, log: std::fs::File, tie: Tie) -> std::io::Result<Child> {
+    let mut cmd = Command::from(cmd);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = match tie {
+                Tie::NewSession => libc::setsid() >= 0,
+                Tie::OwnGroupDiesWithUs => libc::setpgid(0, 0) == 0,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    if tie == Tie::OwnGroupDiesWithUs {
+        die_with_parent(&mut cmd);
+    }
+    cmd.spawn()
+}
+
+/// Runs `cmd` to completion with stdout and stderr written to `log` as they come (the log stays
+/// evidence if we are killed midway); its exit status.
+pub fn status_logged(cmd: xshell::Cmd<'_>, log: std::fs::File) -> std::io::Result<ExitStatus> {
+    Command::from(cmd).stdout(log.try_clone()?).stderr(log).status()
 }
 
 /// The leader of a process group we started. Dropped without [`GroupLeader::reap`] (an error
@@ -266,6 +411,34 @@ impl<T: Read + AsRawFd> ReadFd for T {}
 mod tests {
     use super::*;
     use std::process::Stdio;
+    use xshell::cmd;
+
+    #[test]
+    fn a_failed_one_shot_names_the_command_its_status_and_its_stderr() {
+        let sh = shell().unwrap();
+        let script = "echo out; echo why it failed >&2; exit 3";
+        let err = cmd!(sh, "sh -c {script}").run_captured().unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.starts_with("`sh -c \"echo out;"), "{text}");
+        assert!(text.contains("(exit status: 3): why it failed"), "{text}");
+        assert!(!text.contains("out\n"), "stdout is not the reason: {text}");
+        let err = cmd!(sh, "/nonexistent/tool --version").run_captured().unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/tool"), "{err:#}");
+        // An empty quoted word is an argument (nix's `--option substituters ''`).
+        let count = cmd!(sh, "sh -c 'echo $#' zero '' two").read_captured().unwrap();
+        assert_eq!(count, "2\n");
+    }
+
+    #[test]
+    fn output_within_kills_at_the_deadline_and_names_the_command() {
+        let sh = shell().unwrap();
+        let got = output_within(cmd!(sh, "sh -c 'echo hi; exit 4'"), Duration::from_secs(10)).unwrap();
+        assert_eq!((got.ok(), got.status.code(), got.stdout.as_str()), (false, Some(4), "hi\n"));
+        let started = Instant::now();
+        let err = output_within(cmd!(sh, "sleep 30"), Duration::from_millis(300)).err().expect("a deadline error");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(format!("{err:#}").contains("\"sleep\" did not finish within 0.3s"), "{err:#}");
+    }
 
     fn sh(script: &str) -> KillOnDrop {
         let mut cmd = Command::new("sh");
@@ -337,7 +510,8 @@ mod tests {
         // One job keeps stdout open (the old way waited for it until the deadline), one does not.
         let script = format!("sleep {secs} & (sleep {secs} >/dev/null 2>&1 &); echo done; echo oops >&2; exit 3");
         let started = Instant::now();
-        let got = run_in_own_group(Command::new("sh").args(["-c", &script]), Duration::from_secs(20), 1024).unwrap();
+        let sh = shell().unwrap();
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_secs(20), 1024).unwrap();
         assert!(started.elapsed() < Duration::from_secs(10), "waited for the jobs: {:?}", started.elapsed());
         assert_eq!(got.status.and_then(|s| s.code()), Some(3));
         assert_eq!((got.stdout.bytes(), got.stderr.bytes()), (&b"done\n"[..], &b"oops\n"[..]));
@@ -348,7 +522,8 @@ mod tests {
     fn deadline_kills_the_whole_group() {
         let secs = unique_seconds(2);
         let script = format!("sleep {secs} & echo started; sleep {secs}");
-        let got = run_in_own_group(Command::new("sh").args(["-c", &script]), Duration::from_millis(500), 1024).unwrap();
+        let sh = shell().unwrap();
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_millis(500), 1024).unwrap();
         assert!(got.status.is_none(), "the deadline came first");
         assert_eq!(got.stdout.bytes(), b"started\n", "output before the deadline is kept");
         assert_eq!(running(&["sleep", &secs]), Vec::<i32>::new(), "the group survived its deadline");
@@ -357,7 +532,8 @@ mod tests {
     #[test]
     fn output_is_capped_to_its_tail() {
         let script = "head -c 30000000 /dev/zero; echo; echo last line";
-        let got = run_in_own_group(Command::new("sh").args(["-c", script]), Duration::from_secs(30), 4096).unwrap();
+        let sh = shell().unwrap();
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_secs(30), 4096).unwrap();
         assert!(got.status.is_some_and(|s| s.success()));
         let kept = got.stdout.bytes();
         assert_eq!(kept.len(), 4096);
@@ -372,12 +548,8 @@ mod tests {
 
     #[test]
     fn the_group_has_no_terminal_and_leads_its_session() {
-        let got = run_in_own_group(
-            Command::new("sh").args(["-c", "ps -o pid=,pgid=,sid= -p $$; true </dev/tty || echo no tty"]),
-            Duration::from_secs(10),
-            1024,
-        )
-        .unwrap();
+        let (sh, script) = (shell().unwrap(), "ps -o pid=,pgid=,sid= -p $$; true </dev/tty || echo no tty");
+        let got = run_in_own_group(cmd!(sh, "sh -c {script}"), Duration::from_secs(10), 1024).unwrap();
         let text = String::from_utf8_lossy(got.stdout.bytes()).into_owned();
         let ids: Vec<&str> = text.split_whitespace().take(3).collect();
         assert!(ids.len() == 3 && ids[0] == ids[1] && ids[1] == ids[2], "pid = pgid = sid expected: {text}");

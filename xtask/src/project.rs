@@ -1,4 +1,4 @@
-//! Where things live: the repository root, `target/`, run directories; atomic writes.
+//! Where things live: the repository root, `target/`, run directories; atomic writes, lock files.
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -58,6 +58,18 @@ pub fn private_run_dir(dir: &Utf8Path) -> std::io::Result<()> {
         _ => {}
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// An exclusive advisory lock on `path` (created if missing), held until the returned file is
+/// dropped: one process at a time fills a cache.
+pub fn lock(path: &Utf8Path) -> Result<fs_err::File> {
+    let file = fs_err::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; released when the file is closed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {path}"));
+    }
+    Ok(file)
 }
 
 /// Writes `bytes` to `path` via a temporary file in the same directory and an atomic rename,

@@ -1,6 +1,18 @@
-//! Terminal presentation shared by the verbs: colour and glyphs on a TTY, plain text otherwise.
+//! Terminal presentation shared by the verbs: colour and glyphs on a TTY, plain text otherwise;
+//! and the one way a verb writes its result to stdout ([`print`]).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+/// Writes a verb's result to stdout. A closed pipe (`xtask analyze … | head`) is not an error
+/// and no panic, as it would be with `println!`: the reader has what it wanted, and the verb's
+/// files (records, reports) are complete either way. Other write errors are returned.
+pub fn print(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
 
 /// Whether stdout is a terminal that should get colour and glyphs (honours `NO_COLOR`).
 pub fn fancy_stdout() -> bool {

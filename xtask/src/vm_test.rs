@@ -5,6 +5,7 @@
 //! The layers live in `crate::vm` (QEMU → serial → boot → login → shell → checks → record);
 //! this module holds the flags, the order of the phases and the terminal output.
 
+use crate::accel::{Accel, AccelChoice};
 use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::checks;
@@ -26,7 +27,6 @@ use anyhow::Result;
 use camino::{Utf8Path, Utf8PathBuf};
 use regex::Regex;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long)]
     pub no_build: bool,
     /// Accelerator: auto probes KVM by booting a kernel and falls back to TCG
-    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
-    pub accel: String,
+    #[arg(long, value_name = "auto|kvm|tcg", value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
     /// Guest memory in MiB [default: 1024 for the fixture, 2048 otherwise]
     #[arg(long, value_name = "MIB")]
     pub memory: Option<u32>,
@@ -272,14 +272,13 @@ fn preflight(iso: &Utf8Path, rec: &mut Record, progress: &mut Progress) -> Resul
 
 /// `--accel`, or for `auto` the doctor's probe (boots a kernel under KVM, else TCG): the
 /// choice and its reason.
-fn accelerator(args: &Args, progress: &mut Progress) -> Result<(String, String), Failure> {
-    let (accel, reason) = match args.accel.as_str() {
-        "auto" => {
+fn accelerator(args: &Args, progress: &mut Progress) -> Result<(Accel, String), Failure> {
+    let (accel, reason) = match args.accel.fixed() {
+        Some(accel) => (accel, "chosen with --accel".to_string()),
+        None => {
             progress.note("accel auto: probing KVM by booting a kernel …");
-            let (a, why) = crate::accel::choose_auto();
-            (a.name().to_string(), why)
+            crate::accel::choose_auto()
         }
-        other => (other.to_string(), "chosen with --accel".to_string()),
     };
     progress.note(&format!("accel {accel}: {reason}"));
     if crate::interrupt::interrupted() {
@@ -293,7 +292,7 @@ fn accelerator(args: &Args, progress: &mut Progress) -> Result<(String, String),
 fn start_qemu(
     args: &Args,
     iso: &Utf8Path,
-    accel: String,
+    accel: Accel,
     accel_reason: String,
     rec: &mut Record,
     progress: &mut Progress,
@@ -303,7 +302,7 @@ fn start_qemu(
     let options = machine::Options {
         binary: binary.clone(),
         iso: iso.to_path_buf(),
-        accel: accel.clone(),
+        accel,
         memory_mib,
         cpus: args.cpus,
         keep: args.keep,
@@ -312,9 +311,9 @@ fn start_qemu(
     let spec = &prepared.spec;
     rec.qemu = QemuInfo {
         binary: binary.to_string(),
-        version: qemu::version(&binary).unwrap_or_default(),
+        version: crate::process::shell().and_then(|sh| qemu::version(&sh, &binary)).unwrap_or_default(),
         command: spec.command(),
-        accel,
+        accel: accel.to_string(),
         accel_reason,
         memory_mib,
         cpus: args.cpus,
@@ -622,13 +621,6 @@ macro_rules! say {
     };
 }
 
-/// Prints to stdout; a closed stdout (`vm-test | head`) loses the text, it does not panic:
-/// the record in the run directory is complete either way.
-fn emit(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
-}
-
 fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
     let mut out = String::new();
     say!(out, "QEMU left running (--keep), pid {}.", vm.pid);
@@ -636,7 +628,7 @@ fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
     say!(out, "  power it off:   cargo xtask attach --stop {dir}");
     say!(out, "  QMP socket:     {}", spec.qmp_sock);
     say!(out, "  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
-    emit(&out);
+    let _ = ui::print(&out);
 }
 
 fn print_summary(rec: &Record) {
@@ -690,7 +682,7 @@ fn print_summary(rec: &Record) {
         }
     }
     say!(out, "run directory: {}  (exit {})", rec.dir, rec.exit_code());
-    emit(&out);
+    let _ = ui::print(&out);
 }
 
 #[cfg(test)]

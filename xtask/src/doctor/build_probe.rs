@@ -5,14 +5,14 @@
 //! database, the build users of `build-users-group` (as root) or the nix-daemon (as a user), the
 //! sandbox, and registering an output. A nonce makes every probe a real build, never a cache hit.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use camino::Utf8PathBuf;
+use xshell::cmd;
 
-use super::cmd::output_within;
 use super::{Ctx, Verdict};
 use crate::nix;
+use crate::process::{self, output_within};
 
 /// A trivial build takes ~0.1 s here; a deadline far above that fires only on a real hang
 /// (a stuck daemon, a store lock held by another nix).
@@ -24,15 +24,15 @@ pub fn nix_build(_: &Ctx) -> Verdict {
         Ok(d) => d,
         Err(e) => return Verdict::fail(format!("cannot write the probe flake: {e:#}"), "check TMPDIR and /tmp"),
     };
-    let mut cmd = Command::new(&found.path);
-    cmd.args(nix::FEATURE_FLAGS).args(["build", &format!("path:{}#probe", dir.0), "--no-link", "--json"]).args([
-        "--option",
-        "substituters",
-        "",
-    ]);
+    let sh = match process::shell() {
+        Ok(sh) => sh,
+        Err(e) => return Verdict::fail(format!("{e:#}"), "cd to an existing directory"),
+    };
+    let (nix, features, installable) = (&found.path, nix::FEATURE_FLAGS, format!("path:{}#probe", dir.0));
     let shown = format!("{} build path:{}#probe --no-link --option substituters ''", found.path, dir.0);
     let started = Instant::now();
-    let out = match output_within(&mut cmd, DEADLINE) {
+    let build = cmd!(sh, "{nix} {features...} build {installable} --no-link --json --option substituters ''");
+    let out = match output_within(build, DEADLINE) {
         Ok(o) => o,
         Err(e) => {
             return Verdict::fail(

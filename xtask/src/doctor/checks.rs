@@ -1,12 +1,13 @@
 //! The checks, in report order. Each is a plain function `&Ctx -> Verdict`.
 
 use camino::{Utf8Path, Utf8PathBuf};
-use std::process::Command;
 use std::time::Duration;
+use xshell::cmd;
 
-use super::cmd::output_within;
 use super::{profile, profile_io, venv, Ctx, Spec, Verdict};
-use crate::accel::{self, Accel};
+use crate::accel::{self, Accel, Outcome};
+use crate::nix::INSTALL as INSTALL_NIX;
+use crate::process::{self, output_within};
 
 const NIX: &str = "Nix";
 const PROFILE: &str = "Shell profile";
@@ -43,7 +44,6 @@ pub fn all() -> Vec<Spec> {
     ]
 }
 
-const INSTALL_NIX: &str = "scripts/nix-setup.sh   (or: sudo apt-get install nix-bin)";
 const ENABLE_FLAKES: &str =
     "scripts/nix-setup.sh   (or: mkdir -p ~/.config/nix && echo 'extra-experimental-features = nix-command flakes' >> ~/.config/nix/nix.conf)";
 
@@ -56,9 +56,8 @@ fn nix(_: &Ctx) -> Verdict {
         let places: Vec<String> = crate::nix::known_locations().iter().map(|p| p.to_string()).collect();
         return Verdict::fail(format!("nix not on PATH and not at {}", places.join(", ")), INSTALL_NIX);
     };
-    let version = match output_within(Command::new(&found.path).arg("--version"), Duration::from_secs(3)) {
-        Ok(o) if o.ok() => o.stdout.split_whitespace().last().unwrap_or("?").to_string(),
-        Ok(o) => return Verdict::fail(format!("{} --version failed: {}", found.path, o.stderr.trim()), INSTALL_NIX),
+    let version = match crate::nix::version(&found.path) {
+        Ok(line) => crate::nix::version_number(&line).to_string(),
         Err(e) => return Verdict::fail(format!("{e:#}"), INSTALL_NIX),
     };
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
@@ -81,13 +80,14 @@ fn nix(_: &Ctx) -> Verdict {
 /// Reads `experimental-features` from the effective configuration (nix.conf, NIX_CONFIG).
 fn nix_features(_: &Ctx) -> Verdict {
     let Some(found) = crate::nix::locate() else { return Verdict::skipped("no nix (see the nix check)") };
-    let limit = Duration::from_secs(3);
+    let sh = match process::shell() {
+        Ok(sh) => sh,
+        Err(e) => return Verdict::fail(format!("{e:#}"), "cd to an existing directory"),
+    };
+    let nix = &found.path;
     let show = |extra: bool| {
-        let mut c = Command::new(&found.path);
-        if extra {
-            c.args(["--extra-experimental-features", "nix-command"]);
-        }
-        output_within(c.arg("show-config"), limit)
+        let extra = extra.then_some(["--extra-experimental-features", "nix-command"]).into_iter().flatten();
+        output_within(cmd!(sh, "{nix} {extra...} show-config"), Duration::from_secs(3))
     };
     let first = match show(false) {
         Ok(o) => o,
@@ -188,12 +188,13 @@ struct LoginProbe {
 
 /// Runs the user's real login profile with USER removed, as containers and CI do.
 fn login_shell_without_user(home: &Utf8Path) -> anyhow::Result<LoginProbe> {
-    let mut c = Command::new("bash");
-    c.args(["--login", "-c", r#"printf '%s\n' "$PATH"; command -v nix || true"#])
-        .env_remove("USER")
-        .env("HOME", home.as_str())
-        .current_dir(home.as_str());
-    let o = output_within(&mut c, Duration::from_secs(3))?;
+    let sh = process::shell()?;
+    sh.change_dir(home);
+    let script = r#"printf '%s\n' "$PATH"; command -v nix || true"#;
+    let o = output_within(
+        cmd!(sh, "bash --login -c {script}").env_remove("USER").env("HOME", home),
+        Duration::from_secs(3),
+    )?;
     let mut lines = o.stdout.lines().rev();
     // The profile may print; our two lines are the last ones.
     let last = lines.next().unwrap_or("").to_string();
@@ -209,7 +210,8 @@ fn tool_version(tool: &str, package: &str) -> Verdict {
     let Ok(path) = which::which(tool) else {
         return Verdict::fail(format!("{tool} not found on PATH"), format!("sudo apt-get install {package}"));
     };
-    match output_within(Command::new(&path).arg("--version"), Duration::from_secs(3)) {
+    let probe = process::shell().and_then(|sh| output_within(cmd!(sh, "{path} --version"), Duration::from_secs(3)));
+    match probe {
         Ok(o) if o.ok() => {
             let first = o.stdout.lines().next().unwrap_or("").trim().to_string();
             Verdict::ok(format!("{first} ({})", path.display()))
@@ -247,15 +249,18 @@ fn kvm(_: &Ctx) -> Verdict {
         return v;
     }
     let p = accel::probe(Accel::Kvm);
-    if p.usable {
+    if p.usable() {
         return Verdict::ok(format!("KVM runs guests: {}", p.detail));
     }
-    let fix = if p.detail.contains("/dev/kvm does not exist") {
-        "enable VT-x/AMD-V (or nested virtualization for this VM), then: sudo modprobe kvm_intel   # or kvm_amd".into()
-    } else if p.detail.contains("no permission to open /dev/kvm") {
-        accel::kvm_access_fix()
-    } else {
-        "none on this host (its hypervisor cannot run KVM guests); vm-test --accel auto uses TCG by itself".to_string()
+    let fix = match p.outcome {
+        Outcome::NoKvmDevice => {
+            "enable VT-x/AMD-V (or nested virtualization for this VM), then: sudo modprobe kvm_intel   # or kvm_amd"
+                .into()
+        }
+        Outcome::KvmDenied => accel::kvm_access_fix(),
+        Outcome::Booted | Outcome::Failed => {
+            "none on this host (its hypervisor cannot run KVM guests); vm-test --accel auto uses TCG by itself".into()
+        }
     };
     Verdict::warn(format!("KVM unusable here: {}; TCG will be used, boots ~5-10x slower", p.detail), fix)
 }
@@ -265,7 +270,7 @@ fn tcg(_: &Ctx) -> Verdict {
         return v;
     }
     let p = accel::probe(Accel::Tcg);
-    if p.usable {
+    if p.usable() {
         Verdict::ok(format!("TCG runs guests: {}", p.detail))
     } else {
         Verdict::fail(
@@ -343,7 +348,7 @@ fn disk_runs(_: &Ctx) -> Verdict {
 
 fn fixture_tools(_: &Ctx) -> Verdict {
     // The fixture's own list, so the two cannot drift apart.
-    let needed = crate::fixture::host::all();
+    let needed = crate::fixture::host_files::all();
     let missing: Vec<_> = needed.iter().filter(|f| !Utf8Path::new(f.path).exists()).collect();
     if missing.is_empty() {
         return Verdict::ok(format!("all {} host files the fixture ISO needs are present", needed.len()));

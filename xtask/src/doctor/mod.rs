@@ -7,7 +7,6 @@
 
 mod build_probe;
 mod checks;
-mod cmd;
 pub mod profile;
 mod profile_io;
 mod venv;
@@ -113,9 +112,9 @@ pub fn run(args: Args) -> Result<u8> {
     let results = run_checks(checks::all(), Arc::new(Ctx { repo }));
     let elapsed = started.elapsed();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+        ui::print(&(serde_json::to_string_pretty(&results)? + "\n"))?;
     } else {
-        print!("{}", render(&results, elapsed, ui::fancy_stdout()));
+        ui::print(&render(&results, elapsed, ui::fancy_stdout()))?;
     }
     Ok(if results.iter().any(|r| r.status == Status::Fail) { exit::FAILED } else { exit::OK })
 }
@@ -128,19 +127,21 @@ fn repair(args: &Args) -> Result<u8> {
     } else {
         profile_io::apply_revert(&home, args.dry_run)?
     };
+    let mut out = String::new();
     if outcomes.is_empty() {
-        println!("nothing to revert: no login profile in {home} holds the nixos-boot-iso block");
+        out += &format!("nothing to revert: no login profile in {home} holds the nixos-boot-iso block\n");
     }
     for o in &outcomes {
         if args.dry_run && !o.diff.is_empty() {
-            print!("{}", o.diff);
+            out += &o.diff;
         }
-        println!("{}", o.message);
+        out += &format!("{}\n", o.message);
     }
     if args.fix && !args.dry_run && outcomes.iter().any(|o| o.changed) {
-        println!("new login shells pick it up; in this shell run: {}", profile::MANUAL_RECOVERY);
-        println!("undo with: cargo xtask doctor --revert");
+        out += &format!("new login shells pick it up; in this shell run: {}\n", profile::MANUAL_RECOVERY);
+        out += "undo with: cargo xtask doctor --revert\n";
     }
+    ui::print(&out)?;
     Ok(exit::OK)
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub struct Options {
     pub binary: Utf8PathBuf,
     pub iso: Utf8PathBuf,
-    pub accel: String,
+    pub accel: crate::accel::Accel,
     pub memory_mib: u32,
     pub cpus: u32,
     /// QEMU may outlive the harness (`vm-test --keep`): its serial line reconnects.
@@ -36,7 +36,7 @@ pub fn prepare(dir: &Utf8Path, options: Options) -> Result<Prepared> {
     let mut scratch = Scratch::default();
     let disk = dir.join("disk.qcow2");
     scratch.files.push(disk.clone());
-    qemu::create_disk(&disk, "4G")?;
+    qemu::create_disk(&crate::process::shell()?, &disk, "4G")?;
     let (sock_dir, temporary) = qemu::socket_dir(dir)?;
     scratch.temp_dir = temporary.then(|| sock_dir.clone());
     scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);

@@ -6,11 +6,20 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
+use xshell::{cmd, Shell};
+
+use crate::accel::Accel;
+use crate::process::{self, OneShot, Tie};
 
 pub const BINARY: &str = "qemu-system-x86_64";
+
+/// The flags every QEMU we start begins with: no default devices, nothing from the host's
+/// /etc/qemu, no display, exit instead of rebooting, and the accelerator.
+pub fn base_args(accel: Accel) -> [&'static str; 7] {
+    ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", accel.name()]
+}
 
 /// Everything that decides the QEMU command line.
 #[derive(Debug, Clone)]
@@ -18,7 +27,7 @@ pub struct Spec {
     pub binary: Utf8PathBuf,
     pub iso: Utf8PathBuf,
     pub disk: Utf8PathBuf,
-    pub accel: String,
+    pub accel: Accel,
     pub memory_mib: u32,
     pub cpus: u32,
     /// The harness listens here; QEMU connects as a client (nothing printed before is lost).
@@ -43,8 +52,7 @@ impl Spec {
         };
         let mut a: Vec<String> = Vec::new();
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
-        push(&["-accel", &self.accel]);
+        push(&base_args(self.accel));
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
         push(&["-chardev", &serial, "-serial", "chardev:ser0"]);
         push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", opt_value(&self.qmp_sock))]);
@@ -105,8 +113,13 @@ pub fn locate() -> Result<Utf8PathBuf> {
 }
 
 /// `QEMU emulator version 7.2.22 (Debian ...)` → `7.2.22`.
-pub fn version(binary: &Utf8Path) -> Result<String> {
-    let out = Command::new(binary).arg("--version").output().with_context(|| format!("running {binary} --version"))?;
+pub fn version(sh: &Shell, binary: &Utf8Path) -> Result<String> {
+    // A probe for the record: whatever it prints is the answer (a QEMU that cannot run fails
+    // loudly when it is started).
+    let out = cmd!(sh, "{binary} --version")
+        .ignore_status()
+        .output()
+        .with_context(|| format!("running {binary} --version"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or("");
     Ok(first
@@ -119,18 +132,13 @@ pub fn version(binary: &Utf8Path) -> Result<String> {
 }
 
 /// Creates the per-run scratch disk: a sparse qcow2 that costs nothing until written.
-pub fn create_disk(path: &Utf8Path, size: &str) -> Result<()> {
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", path.as_str(), size])
-        .output()
-        .map_err(|e| crate::exit::infra(format!("cannot run qemu-img ({e}); install `qemu-utils`")))?;
-    if !out.status.success() {
-        bail!(crate::exit::infra(format!(
-            "qemu-img create {path} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+pub fn create_disk(sh: &Shell, path: &Utf8Path, size: &str) -> Result<()> {
+    if which::which("qemu-img").is_err() {
+        bail!(crate::exit::infra("qemu-img not found on PATH; install `qemu-utils`"));
     }
-    Ok(())
+    cmd!(sh, "qemu-img create -q -f qcow2 {path} {size}")
+        .run_captured()
+        .map_err(|e| crate::exit::infra(format!("{e:#}")))
 }
 
 /// Asks the OS for a free TCP port on 127.0.0.1 (bind port 0, read it back, release it).
@@ -154,24 +162,10 @@ impl Qemu {
     /// new session instead, without the death signal, so it can outlive the harness.
     pub fn spawn(spec: &Spec, log: &Utf8Path, keep: bool) -> Result<Qemu> {
         let log_file = fs_err::File::create(log)?.into_parts().0;
-        let mut cmd = Command::new(&spec.binary);
-        cmd.args(spec.args()).stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
-        // SAFETY: only async-signal-safe libc calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let ok = if keep { libc::setsid() >= 0 } else { libc::setpgid(0, 0) == 0 };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        if !keep {
-            crate::process::die_with_parent(&mut cmd);
-        }
-        let child = cmd
-            .spawn()
+        let sh = process::shell()?;
+        let (binary, args) = (&spec.binary, spec.args());
+        let tie = if keep { Tie::NewSession } else { Tie::OwnGroupDiesWithUs };
+        let child = process::spawn_logged(cmd!(sh, "{binary} {args...}"), log_file, tie)
             .map_err(|e| crate::exit::infra(format!("cannot start {}: {e}; install `qemu-system-x86`", spec.binary)))?;
         Ok(Qemu { pid: child.id(), child: Some(child), started: Instant::now(), qmp_sock: spec.qmp_sock.clone() })
     }
@@ -409,7 +403,7 @@ mod tests {
             binary: "/usr/bin/qemu-system-x86_64".into(),
             iso: "/x.iso".into(),
             disk: "/r/disk.qcow2".into(),
-            accel: "tcg".into(),
+            accel: Accel::Tcg,
             memory_mib: 1024,
             cpus: 2,
             serial_sock: "/r/serial.sock".into(),
@@ -440,7 +434,7 @@ mod tests {
             binary: "qemu".into(),
             iso: "/a,b/x.iso".into(),
             disk: "/r,1/disk.qcow2".into(),
-            accel: "tcg".into(),
+            accel: Accel::Tcg,
             memory_mib: 1024,
             cpus: 2,
             serial_sock: "/r,1/serial.sock".into(),

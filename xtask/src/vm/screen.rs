@@ -12,8 +12,8 @@
 // Wired into vm-test by the next commit (screens on stall and verdict, OCR into the detector).
 #![allow(dead_code)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
+use xshell::cmd;
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
@@ -56,9 +56,10 @@ pub fn read_text(tesseract: &Utf8Path, png: &Utf8Path, limit: Duration) -> Resul
     let bytes = fs_err::read(png)?;
     fs_err::write(&prepared, prepare_for_ocr(&bytes)?)?;
     // --psm 6: one uniform block of text, which a console is.
-    let mut cmd = Command::new(tesseract);
-    cmd.args([prepared.as_str(), "stdout", "--psm", "6"]);
-    let out = process::run_in_own_group(&mut cmd, limit, TEXT_CAP);
+    let out = process::shell().and_then(|sh| {
+        let ocr = cmd!(sh, "{tesseract} {prepared} stdout --psm 6");
+        Ok(process::run_in_own_group(ocr, limit, TEXT_CAP)?)
+    });
     let _ = std::fs::remove_file(&prepared);
     let out = out.with_context(|| format!("running {tesseract}"))?;
     let Some(status) = out.status else {
