@@ -15,6 +15,10 @@
 //! (kernel-timestamped `dmesg` output typed at a shell, the broadcast `pre-nixos: ...` lines,
 //! echoed commands) never move the phase back; text that follows a shell prompt on the same
 //! line is an echoed command and is not matched, unless it looks like a console broadcast.
+//!
+//! Size: most of this file is data — the catalogue (each signature with its pattern, cause
+//! and fix) and the phase markers — which reads best as one table; normalising foreign text
+//! lives in `diagnose/normalise.rs`.
 
 mod normalise;
 
