@@ -195,7 +195,8 @@ pub fn archive_into(run_dir: &Utf8Path, docs: &Utf8Path, dry_run: bool) -> Resul
 /// The run's files as they will be archived (escapes stripped, secrets redacted, capped),
 /// each with its path under `docs`.
 struct Collected {
-    files: Vec<(Utf8PathBuf, String)>,
+    /// Destination and contents: text (cleaned, redacted, capped) and the last screenshot as is.
+    files: Vec<(Utf8PathBuf, Vec<u8>)>,
     /// The serial log's clean text, uncapped (the ledger reads its findings).
     serial: Option<String>,
     redactions: Redactions,
@@ -221,7 +222,7 @@ fn collect(run_dir: &Utf8Path, docs: &Utf8Path, stamp: &str, metadata: Option<&R
             }
             let clean = strip_escapes::clean_all(&bytes);
             let text = prepare(&clean, &src, &mut c.redactions, &mut c.notes);
-            c.files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text));
+            c.files.push((docs.join("boot-logs").join(format!("{stamp}-serial.log")), text.into_bytes()));
             c.serial = Some(clean);
         }
         None => c.notes.push("the run has no serial.log: no boot log archived".into()),
@@ -229,7 +230,7 @@ fn collect(run_dir: &Utf8Path, docs: &Utf8Path, stamp: &str, metadata: Option<&R
     let transcript = run_dir.join("transcript.log");
     if let Some(bytes) = read_run_file(&transcript)? {
         let text = prepare(&strip_escapes::clean_all(&bytes), &transcript, &mut c.redactions, &mut c.notes);
-        c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text));
+        c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.log")), text.into_bytes()));
     } else {
         c.notes.push("the run has no transcript.log".into());
     }
@@ -241,20 +242,29 @@ fn collect(run_dir: &Utf8Path, docs: &Utf8Path, stamp: &str, metadata: Option<&R
     match report {
         Some(text) => {
             let text = prepare(&text, &report_src, &mut c.redactions, &mut c.notes);
-            c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.md")), text));
+            c.files.push((docs.join("test-reports").join(format!("{stamp}-boot-image-vm-test.md")), text.into_bytes()));
         }
         None => c.notes.push("the run has neither report.md nor metadata.json: no report archived".into()),
+    }
+    // The last screenshot (the verdict's, when the run failed): what the screen showed.
+    if let Some(shot) = metadata.and_then(|m| m.screens.last()) {
+        let src = run_dir.join(&shot.file);
+        let name_ok = !shot.file.contains("..") && shot.file.ends_with(".png");
+        match (name_ok, if name_ok { read_run_file(&src)? } else { None }) {
+            (true, Some(png)) => c.files.push((docs.join("boot-logs").join(format!("{stamp}-screen.png")), png)),
+            _ => c.notes.push(format!("the screenshot {} the record lists is not in the run directory", shot.file)),
+        }
     }
     Ok(c)
 }
 
 /// What happens to each archived copy, decided before anything is written: an existing file
 /// with different content refuses the whole run.
-fn plan(files: Vec<(Utf8PathBuf, String)>, run_dir: &Utf8Path) -> Result<Vec<Target>> {
+fn plan(files: Vec<(Utf8PathBuf, Vec<u8>)>, run_dir: &Utf8Path) -> Result<Vec<Target>> {
     let mut targets = Vec::new();
-    for (path, text) in files {
+    for (path, contents) in files {
         let action = match std::fs::read(&path) {
-            Ok(existing) if existing == text.as_bytes() => Action::Unchanged,
+            Ok(existing) if existing == contents => Action::Unchanged,
             Ok(_) => {
                 return Err(exit::infra(format!(
                     "refusing to overwrite {path}: it exists with different content (another run with the same start time, \
@@ -264,7 +274,7 @@ fn plan(files: Vec<(Utf8PathBuf, String)>, run_dir: &Utf8Path) -> Result<Vec<Tar
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Action::Create,
             Err(e) => return Err(unreadable(&path, e)),
         };
-        targets.push(Target { path, action, bytes: text.len(), contents: text.into_bytes() });
+        targets.push(Target { path, action, bytes: contents.len(), contents });
     }
     Ok(targets)
 }

@@ -118,7 +118,7 @@ pub struct Signature {
 }
 
 /// Where the text of a finding came from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// Console text as the guest sent it (a serial log, a cloud provider's serial view).

@@ -19,6 +19,7 @@ use crate::vm::qemu::{self, Qemu, Spec};
 use crate::vm::record::{
     CheckStatus, Image, Milestone, PhaseStatus, QemuInfo, Record, SeenLine, SerialSummary, TimeoutSecs,
 };
+use crate::vm::screen;
 use crate::vm::serial::{Serial, Stop, Wait};
 use crate::vm::transcript::Transcript;
 use crate::vm::verdict::{Failure, Outcome};
@@ -83,6 +84,11 @@ pub struct Args {
     /// Seconds to wait for IPv4 on `lan`; the `LAN IPv4 address:` console line then gets up to min(this, 60) s more
     #[arg(long, value_name = "SECS", default_value_t = 240)]
     pub network_timeout: u64,
+    /// Screenshots of the guest's screen (a VGA device nobody sees): `verdict` takes one when a
+    /// run fails, before QEMU stops, and reads it with OCR when tesseract is installed;
+    /// `every:SECS` also takes one every SECS seconds into screens/; `off` takes none
+    #[arg(long, value_name = "verdict|every:SECS|off", default_value = "verdict")]
+    pub screens: screen::Policy,
 }
 
 /// Every deadline and stall window of a run, derived from the flags in one place.
@@ -226,7 +232,8 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     let (mut machine, transcript) = start_qemu(args, &iso, accel, reason, rec, progress)?;
     let result = session(args, rec, &mut machine, transcript, progress);
     stop_qemu(args, machine, &result, rec);
-    result.map_err(|f| explain_failure(f, &rec.qemu))
+    // OCR after QEMU stopped: the guest no longer needs the CPU.
+    result.map_err(|f| read_screen(f, rec)).map_err(|f| explain_failure(f, &rec.qemu))
 }
 
 /// A failure to set up QEMU: the host's problem (exit 3), before the guest ran.
@@ -434,7 +441,14 @@ fn session(
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
     guest.step(&started);
 
-    let result = phases(args, &dir, machine, &mut guest);
+    let series = match args.screens {
+        screen::Policy::Every(every) => {
+            screen::Series::start(machine.vm.qmp_sock().to_path_buf(), dir.clone(), every, machine.vm.started).ok()
+        }
+        _ => None,
+    };
+    let mut shots = Vec::new();
+    let result = phases(args, &dir, machine, &mut guest, &mut shots);
     // On failure keep reading briefly: the lines right after are often the evidence.
     if let Err(f) = &result {
         if f.outcome == Outcome::Fail && !guest.serial.eof() {
@@ -453,10 +467,58 @@ fn session(
     drop(guest);
     rec.findings.extend(findings);
     rec.serial = Some(serial);
+    if let Some(series) = series {
+        rec.screens.extend(series.finish());
+    }
+    rec.screens.extend(shots);
+    let shot_taken = rec.screens.iter().any(|s| s.reason == "verdict");
+    if let (Err(f), false) = (&result, shot_taken) {
+        // What the screen shows when the run failed, taken before QEMU stops.
+        if args.screens != screen::Policy::Off && f.outcome != Outcome::Interrupted && machine.vm.try_wait().is_none() {
+            let seconds = machine.vm.started.elapsed().as_secs_f64();
+            match screen::take_verdict_shot(machine.vm.qmp_sock(), &dir, f.phase, seconds) {
+                Ok(shot) => rec.screens.push(shot),
+                Err(e) => rec.note(&format!("no screenshot: {e:#}")),
+            }
+        }
+    }
     result
 }
 
-fn phases(args: &Args, dir: &Utf8Path, machine: &mut Machine, guest: &mut Guest) -> Result<(), Failure> {
+/// Reads the failed run's screenshot with OCR (when tesseract is installed) through the same
+/// detector as the serial lines: its findings join the record marked as screen text, and when
+/// the screen got further than serial did, the verdict says what it shows.
+fn read_screen(mut f: Failure, rec: &mut Record) -> Failure {
+    let Some(at) = rec.screens.iter().rposition(|s| s.reason == "verdict") else { return f };
+    let mut shot = rec.screens[at].clone();
+    match screen::read_shot(&rec.dir, &mut shot) {
+        Ok(Some((reading, seconds))) => {
+            let serial_phase = rec.serial.as_ref().and_then(|s| s.timeline.last()).map_or(Phase::Qemu, |t| t.phase);
+            rec.note(&format!("OCR read {} in {seconds:.1} s: the screen shows phase {}", shot.file, reading.phase));
+            if let Some(said) = reading.beyond_serial(serial_phase, &f.finding) {
+                f.detail = format!("{}; {said} (screen: {})", f.detail, shot.file);
+            }
+            rec.findings.extend(reading.findings.into_iter().filter(|x| x.is_failure()));
+        }
+        Ok(None) => rec.note(&format!(
+            "{} taken; not read: tesseract is not installed (apt-get install tesseract-ocr)",
+            shot.file
+        )),
+        Err(e) => rec.note(&format!("OCR of {} failed: {e:#}", shot.file)),
+    }
+    rec.screens[at] = shot;
+    f
+}
+
+/// The guest's phases from QEMU up to poweroff. A failed check does not stop them, so its
+/// screenshot goes into `shots` before the guest powers off.
+fn phases(
+    args: &Args,
+    dir: &Utf8Path,
+    machine: &mut Machine,
+    guest: &mut Guest,
+    shots: &mut Vec<crate::vm::record::Screen>,
+) -> Result<(), Failure> {
     // qemu: running and answering QMP.
     let mut qmp =
         machine.vm.qmp().map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QMP: {e:#}")))?;
@@ -484,6 +546,13 @@ fn phases(args: &Args, dir: &Utf8Path, machine: &mut Machine, guest: &mut Guest)
     guest.enter(Phase::Checks);
     let checks = checks::run_all(guest, dir, &t.checks)?;
     let failed_check = checks.into_iter().find(|c| c.status == CheckStatus::Fail);
+    if failed_check.is_some() && args.screens != screen::Policy::Off {
+        let seconds = machine.vm.started.elapsed().as_secs_f64();
+        match screen::take_verdict_shot(machine.vm.qmp_sock(), dir, Phase::Checks, seconds) {
+            Ok(shot) => shots.push(shot),
+            Err(e) => guest.emit(Event::Note(&format!("no screenshot: {e:#}"))),
+        }
+    }
 
     if args.keep {
         guest.emit(Event::PhaseEnded);

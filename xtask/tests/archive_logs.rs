@@ -468,3 +468,30 @@ fn symlinks_and_special_files_in_a_run_dir_are_refused() {
     assert!(err.contains("serial.log") && err.contains("not a regular file"), "{err}");
     assert!(!docs.exists());
 }
+
+#[test]
+fn the_last_screenshot_is_filed_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = make_run(tmp.path(), STAMP, "fail");
+    let png = fs::read(repo_root().join("xtask/tests/data/screens/no-serial-console.png")).unwrap();
+    fs::create_dir(run.join("screens")).unwrap();
+    fs::write(run.join("screens/0010s.png"), b"an earlier one").unwrap();
+    fs::write(run.join("screen-bootloader.png"), &png).unwrap();
+    let mut meta: Value = serde_json::from_slice(&fs::read(run.join("metadata.json")).unwrap()).unwrap();
+    meta["screens"] = serde_json::json!([
+        {"file": "screens/0010s.png", "reason": "every", "seconds": 10.0},
+        {"file": "screen-bootloader.png", "reason": "verdict", "phase": "bootloader", "seconds": 50.2}
+    ]);
+    fs::write(run.join("metadata.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    let docs = tmp.path().join("docs");
+    let o = archive(&run, &docs, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(docs.join(format!("boot-logs/{STAMP}-screen.png"))).unwrap(), png);
+    // A record naming a file outside the run directory files nothing.
+    meta["screens"] = serde_json::json!([{"file": "../../etc/passwd.png", "reason": "verdict"}]);
+    let other_docs = tmp.path().join("other-docs");
+    fs::write(run.join("metadata.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+    let o = archive(&run, &other_docs, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!other_docs.join(format!("boot-logs/{STAMP}-screen.png")).exists());
+}

@@ -251,6 +251,23 @@ fn no_serial_console_at_runtime_within_a_minute_of_the_last_byte() {
     let gap = verdict_after_last_byte(&run);
     assert!(gap <= Duration::from_secs(60), "verdict {gap:?} after the last byte");
     assert_record_complete(&run);
+    // Serial said nothing, the screen shows the boot: the verdict says so, from OCR'd text.
+    let detail = run.meta["verdict"]["detail"].as_str().unwrap_or("");
+    assert_screen_evidence(&run, "screen-bootloader.png");
+    assert!(detail.contains("the screen shows the system booted to multi-user"), "{detail}");
+    assert!(detail.contains("only the serial console is missing"), "{detail}");
+}
+
+/// The verdict's screenshot was taken and (tesseract being installed: install-deps does it)
+/// read: the PNG, its text, and the record listing both.
+fn assert_screen_evidence(run: &Run, file: &str) {
+    assert!(run.dir.join(file).is_file(), "{file} missing in {}", run.dir.display());
+    let screens = run.meta["screens"].as_array().cloned().unwrap_or_default();
+    let shot = screens.iter().find(|s| s["file"] == file).unwrap_or_else(|| panic!("{file} not in {screens:?}"));
+    assert_eq!(shot["reason"], "verdict");
+    let text = shot["text_file"].as_str().expect("OCR ran (tesseract is installed by scripts/install-deps.sh)");
+    assert!(run.dir.join(text).is_file());
+    assert!(std::fs::read_to_string(run.dir.join("report.md")).unwrap().contains(&format!("[{file}]({file})")));
 }
 
 #[test]
@@ -633,6 +650,9 @@ fn systemd_console_not_last_is_named() {
         assert!(!serial.contains(line), "{line} reached serial although tty0 is the last console");
     }
     assert_record_complete(&run);
+    assert_screen_evidence(&run, "screen-checks.png");
+    let detail = run.meta["verdict"]["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("the screen shows what serial missed"), "{detail}");
 }
 
 #[test]

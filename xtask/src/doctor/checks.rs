@@ -16,6 +16,7 @@ const QEMU: &str = "QEMU/KVM";
 const FIRMWARE: &str = "Firmware";
 const DISK: &str = "Disk";
 const FIXTURE: &str = "Fixture tools";
+const SCREEN: &str = "Screen evidence";
 
 /// Time boxes: generous against the checks' own deadlines, so they fire only on real hangs.
 const QUICK: Duration = Duration::from_secs(4);
@@ -41,6 +42,7 @@ pub fn all() -> Vec<Spec> {
         s(DISK, "disk-nix-store", QUICK, disk_nix_store),
         s(DISK, "disk-runs", QUICK, disk_runs),
         s(FIXTURE, "fixture-tools", QUICK, fixture_tools),
+        s(SCREEN, "ocr", QUICK, ocr),
     ]
 }
 
@@ -344,6 +346,17 @@ fn disk_runs(_: &Ctx) -> Verdict {
     let fix = format!("cargo xtask archive-logs --latest, then: rm -rf {runs}/20*");
     // A run holds logs and a sparse scratch disk; 1 GiB is plenty, 2 keeps headroom.
     disk_verdict("vm-test runs", &runs, 2 * GIB, GIB / 2, &fix)
+}
+
+/// vm-test always takes a screenshot of a failed run; reading it needs tesseract.
+fn ocr(_: &Ctx) -> Verdict {
+    match crate::vm::screen::tesseract() {
+        Some(path) => Verdict::ok(format!("tesseract at {path}: vm-test reads the screen of a failed run")),
+        None => Verdict::warn(
+            "tesseract not installed: vm-test still takes screenshots of failed runs but cannot read them",
+            "sudo apt-get install tesseract-ocr   (or: sudo scripts/install-deps.sh)",
+        ),
+    }
 }
 
 fn fixture_tools(_: &Ctx) -> Verdict {

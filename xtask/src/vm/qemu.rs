@@ -66,6 +66,9 @@ impl Spec {
         ]);
         push(&["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port)]);
         push(&["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
+        // A screen, never shown (`-display none`): when serial says nothing, QMP `screendump`
+        // of it is the evidence (vm/screen.rs).
+        push(&["-device", "VGA"]);
         // What `-cdrom` means (IDE secondary master), spelled as an option value so the
         // path's commas can be escaped like every other path's.
         push(&["-drive", &format!("file={},format=raw,media=cdrom,if=ide,index=2,readonly=on", opt_value(&self.iso))]);
@@ -421,6 +424,7 @@ mod tests {
             "-drive file=/x.iso,format=raw,media=cdrom,if=ide,index=2,readonly=on -boot d",
             "-no-user-config",
             "virtio-rng-pci",
+            "-device VGA",
             "cache=unsafe,werror=stop,rerror=stop",
         ] {
             assert!(line.contains(part), "{part} missing in {line}");

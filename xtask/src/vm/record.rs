@@ -172,12 +172,43 @@ pub struct RecordedFinding {
     pub id: String,
     pub line: usize,
     pub text: String,
+    /// serial, journal, screen or harness: where the text came from.
+    pub source: crate::diagnose::Source,
+    /// The unit, device, task… the finding names, when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl From<&Finding> for RecordedFinding {
     fn from(f: &Finding) -> RecordedFinding {
-        RecordedFinding { id: f.id.to_string(), line: f.line, text: f.text.clone() }
+        RecordedFinding {
+            id: f.id.to_string(),
+            line: f.line,
+            text: f.text.clone(),
+            source: f.source,
+            subject: f.subject.clone(),
+        }
     }
+}
+
+/// A screenshot of the guest's screen in the run directory (docs/vm-test.md, "Screens").
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
+pub struct Screen {
+    /// Path relative to the run directory: `screen-<phase>.png`, `screens/<seconds>s.png`.
+    pub file: String,
+    /// `verdict` (taken when the run failed, before QEMU stopped) or `every` (`--screens every:N`).
+    pub reason: String,
+    /// The phase the harness was in.
+    pub phase: Option<Phase>,
+    /// Seconds since QEMU started.
+    pub seconds: f64,
+    /// What OCR read (relative path of a `.txt` next to the PNG), when tesseract ran on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_file: Option<String>,
+    /// The furthest boot phase that text shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text_phase: Option<Phase>,
 }
 
 /// Seconds from QEMU's start to moments a user cares about (read by `bench`).
@@ -280,6 +311,8 @@ pub struct RunRecord {
     pub serial: Option<SerialSummary>,
     #[serde(deserialize_with = "lenient")]
     pub timeouts: Option<TimeoutSecs>,
+    #[serde(deserialize_with = "lenient")]
+    pub screens: Vec<Screen>,
 }
 
 /// A value of the wrong type reads as the default, as if the key were missing.
@@ -320,6 +353,7 @@ pub struct Record {
     milestones: Milestones,
     pub serial: Option<SerialSummary>,
     pub timeouts: Option<TimeoutSecs>,
+    pub screens: Vec<Screen>,
     finished: bool,
 }
 
@@ -340,6 +374,7 @@ impl Record {
             milestones: Milestones::default(),
             serial: None,
             timeouts: None,
+            screens: Vec::new(),
             finished: false,
         }
     }
@@ -475,6 +510,7 @@ impl Record {
             notes: self.notes.clone(),
             serial: self.serial.clone(),
             timeouts: self.timeouts.clone(),
+            screens: self.screens.clone(),
         }
     }
 

@@ -64,9 +64,18 @@ pub fn markdown(run: &RunRecord) -> String {
 
     let findings = run.findings.as_deref().unwrap_or_default();
     if !findings.is_empty() {
-        let _ = writeln!(out, "\n## Findings\n\n| id | serial.txt line | text |\n|---|---:|---|");
+        let _ = writeln!(out, "\n## Findings\n\n| id | source | line | text |\n|---|---|---:|---|");
         for f in findings {
-            let _ = writeln!(out, "| `{}` | {} | {} |", f.id, f.line, cell(&f.text));
+            let _ = writeln!(out, "| `{}` | {} | {} | {} |", f.id, f.source.name(), f.line, cell(&f.text));
+        }
+    }
+
+    if !run.screens.is_empty() {
+        let _ = writeln!(out, "\n## Screens\n\n| screen | taken | at | OCR text | shows |\n|---|---|---:|---|---|");
+        for s in &run.screens {
+            let text = s.text_file.as_deref().map(|t| format!("[{t}]({t})")).unwrap_or_else(|| "-".into());
+            let shows = s.text_phase.map(|p| p.name()).unwrap_or("-");
+            let _ = writeln!(out, "| [{0}]({0}) | {1} | {2:.1} s | {text} | {shows} |", s.file, s.reason, s.seconds);
         }
     }
 
