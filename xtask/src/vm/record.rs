@@ -631,6 +631,7 @@ mod tests {
             "notes",
             "serial",
             "timeouts",
+            "screens",
         ];
         assert_eq!(keys, documented.into_iter().collect());
         assert_eq!(written["outcome"], "fail");
