@@ -89,6 +89,14 @@ pub struct Args {
     /// `every:SECS` also takes one every SECS seconds into screens/; `off` takes none
     #[arg(long, value_name = "verdict|every:SECS|off", default_value = "verdict")]
     pub screens: screen::Policy,
+    /// Run CMD as root after the built-in checks (repeatable), framed like every command: its
+    /// output and exit code go to the transcript, report and JUnit (a testcase each); a non-zero
+    /// exit fails the run unless written `allow-fail: CMD`
+    #[arg(long = "run", value_name = "CMD")]
+    pub run: Vec<checks::OwnCommand>,
+    /// Commands to run like --run, one per line (blank lines and `#` comments skipped)
+    #[arg(long, value_name = "FILE")]
+    pub run_file: Option<Utf8PathBuf>,
 }
 
 /// Every deadline and stall window of a run, derived from the flags in one place.
@@ -121,10 +129,15 @@ impl From<&Args> for Timeouts {
     }
 }
 
-pub fn run(args: Args) -> Result<u8> {
+pub fn run(mut args: Args) -> Result<u8> {
     // Flag mistakes are usage errors (exit 2), found before anything is created.
     if let Some(image) = &args.image {
         parse_image(image)?;
+    }
+    if let Some(file) = &args.run_file {
+        let text = fs_err::read_to_string(file).map_err(|e| exit::usage(format!("--run-file: {e}")))?;
+        let commands = checks::parse_run_file(&text).map_err(|e| exit::usage(format!("--run-file {file}: {e}")))?;
+        args.run.extend(commands);
     }
     if let Some(d) = &args.run_dir {
         refuse_used_run_dir(d)?;
@@ -545,7 +558,8 @@ fn phases(
 
     guest.enter(Phase::Checks);
     let checks = checks::run_all(guest, dir, &t.checks)?;
-    let failed_check = checks.into_iter().find(|c| c.status == CheckStatus::Fail);
+    let own = checks::run_own(guest, &args.run, t.checks.command)?;
+    let failed_check = checks.into_iter().chain(own).find(|c| c.status == CheckStatus::Fail);
     if failed_check.is_some() && args.screens != screen::Policy::Off {
         let seconds = machine.vm.started.elapsed().as_secs_f64();
         match screen::take_verdict_shot(machine.vm.qmp_sock(), dir, Phase::Checks, seconds) {

@@ -671,3 +671,40 @@ fn image_spelling_is_checked_per_flavour() {
         );
     }
 }
+
+#[test]
+fn own_commands_run_as_root_and_are_recorded_as_testcases() {
+    let Some(_vm) = tools("own_commands") else { return };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "# from a file\nid -u\n").unwrap();
+    let run = vm_test(&[
+        "--image",
+        "fixture",
+        "--accel",
+        "tcg",
+        "--run",
+        "echo own-$((6*7)); exit 0",
+        "--run",
+        "allow-fail: ls /nonexistent-dir",
+        "--run",
+        "echo failing; exit 4 # exit must not end the harness's shell",
+        "--run-file",
+        file.path().to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "a failing command fails the run: {}", run.stdout);
+    assert_eq!(finding(&run), "check-failed");
+    let ran = |name: &str| check(&run, name).clone();
+    assert_eq!(ran("run: echo own-$((6*7)); exit 0")["status"], "pass");
+    assert!(ran("run: echo own-$((6*7)); exit 0")["evidence"].as_str().unwrap().contains("own-42"));
+    assert_eq!(ran("run: ls /nonexistent-dir")["status"], "pass");
+    assert!(ran("run: ls /nonexistent-dir")["detail"].as_str().unwrap().contains("(allowed to fail)"));
+    assert_eq!(ran("run: echo failing; exit 4 # exit must not end the harness's shell")["detail"], "exit 4");
+    // The file's command ran after the failing one: that `exit` did not end the root shell.
+    assert_eq!(ran("run: id -u")["evidence"].as_str().unwrap().trim(), "0");
+    let junit = std::fs::read_to_string(run.dir.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("name=\"check run: ").count(), 4, "{junit}");
+    assert!(junit.contains("<system-out>exit 0\nown-42"), "{junit}");
+    let transcript = std::fs::read_to_string(run.dir.join("transcript.log")).unwrap();
+    assert!(transcript.contains("own-42"), "output in the transcript");
+    assert_record_complete(&run);
+}

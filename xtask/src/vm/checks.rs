@@ -55,6 +55,86 @@ pub fn run_all(guest: &mut Guest, run_dir: &Utf8Path, t: &Timeouts) -> Result<Ve
     Ok(done)
 }
 
+/// A command of the user's (`vm-test --run CMD`, `--run-file FILE`), run as root after the
+/// built-in checks and recorded like one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OwnCommand {
+    pub command: String,
+    /// Written `allow-fail: CMD`: a non-zero exit is recorded but does not fail the run.
+    pub allow_fail: bool,
+}
+
+/// The prefix that lets a command fail without failing the run.
+pub const ALLOW_FAIL: &str = "allow-fail:";
+/// The longest check name a command gives (report tables, JUnit); the transcript has it whole.
+const NAME_MAX: usize = 72;
+/// The output kept as a command's evidence (the transcript has all of it).
+const OUTPUT_MAX: usize = 64 * 1024;
+
+impl std::str::FromStr for OwnCommand {
+    type Err = String;
+    fn from_str(line: &str) -> Result<OwnCommand, String> {
+        let (allow_fail, command) = match line.trim().strip_prefix(ALLOW_FAIL) {
+            Some(rest) => (true, rest.trim()),
+            None => (false, line.trim()),
+        };
+        if command.is_empty() {
+            return Err(format!("`{line}`: an empty command"));
+        }
+        if command.contains('\n') {
+            return Err("a command is one line (put several in a --run-file, one per line)".into());
+        }
+        Ok(OwnCommand { command: command.to_string(), allow_fail })
+    }
+}
+
+/// A `--run-file`: one command per line; blank lines and lines starting with `#` are skipped.
+pub fn parse_run_file(text: &str) -> Result<Vec<OwnCommand>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(n, l)| l.parse().map_err(|e| format!("line {}: {e}", n + 1)))
+        .collect()
+}
+
+/// Runs the user's commands as root, framed like every other command, each reported as a
+/// check (`run: CMD`): exit code in the detail, output as evidence. `Err` only when the guest
+/// stops answering (a command that outlives `--command-timeout` does that).
+pub fn run_own(guest: &mut Guest, commands: &[OwnCommand], timeout: Duration) -> Result<Vec<Check>, Failure> {
+    let mut done = Vec::new();
+    for c in commands {
+        let mut name = format!("run: {}", c.command);
+        if name.chars().count() > NAME_MAX {
+            name = name.chars().take(NAME_MAX - 1).collect::<String>() + "…";
+        }
+        guest.emit(Event::CheckStarted(&name));
+        // A subshell: `exit`, `cd`, `set -e` in a user's command cannot touch the harness's
+        // root shell. Newlines (not `( CMD )`) so a trailing `# comment` cannot eat the `)`.
+        let out = guest
+            .run(&format!("(\n{}\n)", c.command), timeout)
+            .map_err(|f| command_failure(Phase::Checks, f, guest))?;
+        let status = if out.code == 0 || c.allow_fail { CheckStatus::Pass } else { CheckStatus::Fail };
+        let allowed = if out.code != 0 && c.allow_fail { " (allowed to fail)" } else { "" };
+        let mut evidence = out.text;
+        if evidence.len() > OUTPUT_MAX {
+            let cut = evidence.floor_char_boundary(OUTPUT_MAX);
+            evidence.truncate(cut);
+            evidence.push_str("\n[… cut: transcript.log has the whole output]");
+        }
+        let check = Check {
+            name,
+            status,
+            detail: format!("exit {}{allowed}", out.code),
+            evidence,
+            seconds: (out.seconds * 100.0).round() / 100.0,
+            finding: None,
+        };
+        guest.emit(Event::CheckFinished(&check));
+        done.push(check);
+    }
+    Ok(done)
+}
+
 struct Checker<'a, 's> {
     guest: &'a mut Guest<'s>,
     t: &'a Timeouts,
@@ -294,5 +374,25 @@ impl Checker<'_, '_> {
                 c
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_commands_parse_with_and_without_allow_fail() {
+        let c: OwnCommand = "journalctl -u pre-nixos --no-pager".parse().unwrap();
+        assert_eq!(c, OwnCommand { command: "journalctl -u pre-nixos --no-pager".into(), allow_fail: false });
+        let c: OwnCommand = "allow-fail:  systemctl status sshd".parse().unwrap();
+        assert_eq!(c, OwnCommand { command: "systemctl status sshd".into(), allow_fail: true });
+        assert!("   ".parse::<OwnCommand>().is_err());
+        assert!("allow-fail:".parse::<OwnCommand>().is_err());
+        let file = "# evidence\nlsblk -f\n\n  # indented comment\nallow-fail: false\n";
+        let all = parse_run_file(file).unwrap();
+        let got: Vec<_> = all.iter().map(|c| (c.command.as_str(), c.allow_fail)).collect();
+        assert_eq!(got, [("lsblk -f", false), ("false", true)]);
+        assert_eq!(parse_run_file("ok\nallow-fail:\n").unwrap_err(), "line 2: `allow-fail:`: an empty command");
     }
 }

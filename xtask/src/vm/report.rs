@@ -124,6 +124,8 @@ pub fn junit(run: &RunRecord) -> String {
         seconds: String,
         failure: Option<(String, String)>,
         skipped: bool,
+        /// What a passing case printed (a `--run` command's output).
+        output: Option<String>,
     }
     let in_boot = |p: Phase| p <= Phase::Root;
     let boot_seconds: f64 = run.phases.iter().filter(|p| in_boot(p.phase)).map(|p| p.seconds).fold(0.0, |a, b| a + b);
@@ -136,6 +138,7 @@ pub fn junit(run: &RunRecord) -> String {
             .filter(|v| in_boot(v.phase))
             .map(|v| (format!("{}: {}", v.phase, v.finding), cause_and_fix(v))),
         skipped: false,
+        output: None,
     }];
     for c in &run.checks {
         cases.push(Case {
@@ -143,6 +146,8 @@ pub fn junit(run: &RunRecord) -> String {
             seconds: "0".into(),
             failure: (c.status == CheckStatus::Fail).then(|| (c.detail.clone(), c.evidence.clone())),
             skipped: c.status == CheckStatus::Skip,
+            output: (c.status == CheckStatus::Pass && !c.evidence.is_empty())
+                .then(|| format!("{}\n{}", c.detail, c.evidence)),
         });
     }
     // A verdict after the boot (the guest stopped answering during the checks, QEMU died at
@@ -154,6 +159,7 @@ pub fn junit(run: &RunRecord) -> String {
             seconds: "0".into(),
             failure: Some((v.finding.clone(), cause_and_fix(v))),
             skipped: false,
+            output: None,
         });
     }
     let failures = cases.iter().filter(|c| c.failure.is_some()).count();
@@ -170,6 +176,10 @@ pub fn junit(run: &RunRecord) -> String {
         let _ =
             write!(out, "  <testcase classname=\"vm-test\" name=\"{}\" time=\"{}\"", xml_escape(&c.name), c.seconds);
         match (c.failure, c.skipped) {
+            (None, false) if c.output.is_some() => {
+                let out_text = xml_escape(c.output.as_deref().unwrap_or_default());
+                let _ = writeln!(out, "><system-out>{out_text}</system-out></testcase>");
+            }
             (Some((message, body)), _) => {
                 let _ = writeln!(
                     out,
