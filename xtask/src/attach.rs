@@ -63,6 +63,17 @@ pub fn run(args: Args) -> Result<u8> {
     attach(&kept)
 }
 
+/// `vm-test --interact-on-failure`: this terminal on the failed run's guest, then (`stop`) the
+/// VM powered off.
+pub fn interact(dir: &Utf8Path, stop_after: bool) -> Result<()> {
+    let kept = kept_vm(dir)?;
+    attach(&kept)?;
+    if stop_after {
+        stop(&kept)?;
+    }
+    Ok(())
+}
+
 fn kept_vm(dir: &Utf8Path) -> Result<Kept> {
     let meta_path = dir.join("metadata.json");
     let text = fs_err::read_to_string(&meta_path)

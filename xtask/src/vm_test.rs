@@ -97,6 +97,11 @@ pub struct Args {
     /// Commands to run like --run, one per line (blank lines and `#` comments skipped)
     #[arg(long, value_name = "FILE")]
     pub run_file: Option<Utf8PathBuf>,
+    /// When the run fails, hand this terminal to the guest's serial console (as `attach` does:
+    /// Ctrl-] ends it) once the run's records are written; then power the VM off (unless
+    /// --keep). Needs a terminal on stdin
+    #[arg(long)]
+    pub interact_on_failure: bool,
 }
 
 /// Every deadline and stall window of a run, derived from the flags in one place.
@@ -133,6 +138,13 @@ pub fn run(mut args: Args) -> Result<u8> {
     // Flag mistakes are usage errors (exit 2), found before anything is created.
     if let Some(image) = &args.image {
         parse_image(image)?;
+    }
+    // SAFETY: isatty only inspects the descriptor.
+    if args.interact_on_failure && unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+        return Err(exit::usage(
+            "--interact-on-failure needs a terminal on stdin to hand over, and stdin is not one \
+             (a pipe, a file, or CI); leave the flag out there — the run directory has the evidence",
+        ));
     }
     if let Some(file) = &args.run_file {
         let text = fs_err::read_to_string(file).map_err(|e| exit::usage(format!("--run-file: {e}")))?;
@@ -189,6 +201,17 @@ pub fn run(mut args: Args) -> Result<u8> {
     print_summary(&rec);
     if args.archive {
         archive(&dir);
+    }
+    if args.interact_on_failure && rec.failure.is_some() && rec.qemu.stopped_by.as_deref() == Some("kept") {
+        // The records are complete; the guest is the user's now.
+        match crate::attach::interact(&dir, !args.keep) {
+            Ok(()) if !args.keep => {
+                rec.qemu.stopped_by = Some("after-interaction".into());
+                let _ = rec.write();
+            }
+            Ok(()) => {}
+            Err(e) => eprintln!("vm-test: --interact-on-failure: {e:#}"),
+        }
     }
     Ok(rec.exit_code())
 }
@@ -325,7 +348,9 @@ fn start_qemu(
         accel,
         memory_mib,
         cpus: args.cpus,
-        keep: args.keep,
+        // A failed run may be handed to the user (--interact-on-failure): QEMU must be able to
+        // outlive this wait and reconnect its serial line, as with --keep.
+        keep: args.keep || args.interact_on_failure,
     };
     let prepared = machine::prepare(&rec.dir, options).map_err(|e| qemu_infra("qemu-start-failed", e))?;
     let spec = &prepared.spec;
@@ -358,9 +383,12 @@ fn start_qemu(
 fn stop_qemu(args: &Args, mut machine: Machine, result: &Result<(), Failure>, rec: &mut Record) {
     machine.close_serial();
     let interrupted = matches!(result, Err(f) if f.outcome == Outcome::Interrupted);
-    if args.keep && !interrupted && machine.vm.try_wait().is_none() {
+    let hand_over = args.interact_on_failure && result.is_err();
+    if (args.keep || hand_over) && !interrupted && machine.vm.try_wait().is_none() {
         rec.qemu.stopped_by = Some("kept".into());
-        print_attach(&machine.spec, &machine.vm, &rec.dir);
+        if args.keep {
+            print_attach(&machine.spec, &machine.vm, &rec.dir);
+        }
         machine.keep();
     } else {
         if machine.vm.try_wait().is_none() {

@@ -134,3 +134,65 @@ fn attach_through_a_pty_runs_a_command_detaches_and_stop_powers_off() {
     let log = std::fs::read_to_string(logs[0].path()).unwrap();
     assert!(log.contains("attach-42"), "the session's guest bytes are teed: {log}");
 }
+
+#[test]
+fn interact_on_failure_hands_the_failed_guest_to_the_terminal_then_stops_it() {
+    if !common::require_tools("interact_on_failure", &["qemu-system-x86_64", "qemu-img", "xorriso", "cpio"]) {
+        return;
+    }
+    // Without a terminal: refused at once, before anything boots.
+    let no_tty = common::xtask()
+        .args(["vm-test", "--image", "fixture", "--interact-on-failure"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(no_tty.status.code(), Some(2), "{}", String::from_utf8_lossy(&no_tty.stderr));
+    assert!(String::from_utf8_lossy(&no_tty.stderr).contains("needs a terminal on stdin"));
+
+    let runs = common::repo_root().join("target/vm-test-runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let dir = tempfile::Builder::new().prefix("interact-").tempdir_in(&runs).unwrap().keep();
+    let (mut master_fd, mut slave_fd) = (0, 0);
+    // SAFETY: openpty fills two descriptors; the null arguments mean default settings.
+    let rc = unsafe {
+        libc::openpty(&mut master_fd, &mut slave_fd, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors are fresh and owned here.
+    let (mut master, slave) = unsafe { (File::from_raw_fd(master_fd), OwnedFd::from_raw_fd(slave_fd)) };
+    // The sudo-password fault fails in the root phase: the user's shell is there to look at.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["vm-test", "--image", "fixture:sudo-password", "--accel", "tcg", "--interact-on-failure", "--run-dir"])
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut master, &mut seen, "Ctrl-] detaches", Duration::from_secs(240));
+    // The records were complete before the hand-over.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).unwrap()).unwrap();
+    let _vm = KeptVm(meta["qemu"]["pid"].as_i64().unwrap() as i32);
+    assert_eq!(meta["verdict"]["finding"], "escalation-failed", "{meta}");
+    assert!(dir.join("report.md").is_file() && dir.join("junit.xml").is_file());
+    master.write_all(b"echo interact-$((6*7))\r").unwrap();
+    read_until(&mut master, &mut seen, "interact-42", Duration::from_secs(20));
+    master.write_all(&[0x1d]).unwrap();
+    let end = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "vm-test did not end after the detach");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1), "the run's verdict stands");
+    let pid = meta["qemu"]["pid"].as_i64().unwrap() as i32;
+    assert!(!pid_alive(pid), "the VM is powered off after the interaction");
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(after["qemu"]["stopped_by"], "after-interaction");
+}
