@@ -147,9 +147,8 @@ impl Checker<'_> {
         // A unit that failed before writing the status will never write it: stop waiting.
         let cmd = "cat /run/pre-nixos/storage-status 2>/dev/null || \
                    { systemctl is-failed --quiet pre-nixos.service >/dev/null 2>&1 && echo 'UNIT FAILED'; }";
-        let (out, done) = self.poll(cmd, self.t.storage, &|o| {
-            o.text.lines().any(|l| l.starts_with("STATE=") || l == "UNIT FAILED")
-        })?;
+        let (out, done) =
+            self.poll(cmd, self.t.storage, &|o| o.text.lines().any(|l| l.starts_with("STATE=") || l == "UNIT FAILED"))?;
         let value = |key: &str| out.text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").trim().to_string();
         let (state, detail) = (value("STATE="), value("DETAIL="));
         if done && state == "applied" && detail == "auto-applied" {
