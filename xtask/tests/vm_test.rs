@@ -433,7 +433,7 @@ fn fixture_systemd_passes_end_to_end_on_real_systemd() {
     for line in [
         "Welcome to NixOS 25.05.fixture (Warbler)!",
         "Reached target multi-user.target",
-        "Starting pre-nixos.service",
+        "Starting pre-nixos: detect and provision storage...",
         "pre-nixos: Storage provisioning completed automatically.",
     ] {
         assert!(serial.contains(line), "{line} missing from serial.txt");
