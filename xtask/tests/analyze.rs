@@ -192,6 +192,63 @@ const RECORDED_SYSTEMD: &[Case] = &[
         not: &["unit-stuck"],
         exit: 0,
     },
+    // pre-nixos restarts networkd, which is not there: the console names it.
+    Case {
+        file: "fixture-systemd-networkd-missing.log",
+        phase: "poweroff",
+        ids: &["unit-not-found", "unit-failed"],
+        not: &["unit-stuck"],
+        exit: 1,
+    },
+    // No /init in the initramfs.
+    Case {
+        file: "fixture-systemd-kernel-panic.log",
+        phase: "kernel",
+        ids: &["kernel-panic"],
+        not: &["kernel-stalled"],
+        exit: 1,
+    },
+    // console=tty0 only: ISOLINUX, its 10 s countdown, `Loading /boot/initrd...ok`, silence.
+    Case {
+        file: "fixture-systemd-no-serial-console.log",
+        phase: "bootloader",
+        ids: &["serial-silent-after-bootloader"],
+        not: &["bootloader-stuck"],
+        exit: 1,
+    },
+    // sudo asks for a password and refuses the empty one; `su -` fails too.
+    Case {
+        file: "fixture-systemd-sudo-password.log",
+        phase: "shell",
+        ids: &["autologin-not-root", "escalation-failed"],
+        not: &[],
+        exit: 1,
+    },
+    // `[FAILED] Failed to start Fixture Health Probe.`: a warning for analyze (vm-test's
+    // failed-units check turns it into the verdict `unit-failed`).
+    Case {
+        file: "fixture-systemd-failed-unit.log",
+        phase: "poweroff",
+        ids: &["unit-failed"],
+        not: &["unit-stuck", "emergency-mode"],
+        exit: 0,
+    },
+    Case {
+        file: "fixture-systemd-storage-error.log",
+        phase: "poweroff",
+        ids: &["storage-detection-error"],
+        not: &["provisioning-failed"],
+        exit: 1,
+    },
+    // `A start job is running for Wait for Storage Devices (2min 35s / no limit)`, redrawn with
+    // CR and no LF for 150 s before the login.
+    Case {
+        file: "fixture-systemd-slow-start-job.log",
+        phase: "poweroff",
+        ids: &["unit-stuck", "autologin-not-root"],
+        not: &["unit-failed"],
+        exit: 1,
+    },
 ];
 
 #[test]
