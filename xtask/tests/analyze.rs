@@ -161,6 +161,121 @@ fn recorded_fixture_logs() {
     }
 }
 
+/// `serial.log` of `cargo xtask vm-test --image fixture-systemd[:FAULT]` runs (real systemd 252
+/// from Debian packages, TCG; see data/serial/README.md).
+const RECORDED_SYSTEMD: &[Case] = &[
+    // Passing run: ISOLINUX, kernel, stage 1/2, ~150 `[  OK  ]` lines, autologin, checks, poweroff.
+    Case {
+        file: "fixture-systemd-healthy.log",
+        phase: "poweroff",
+        ids: &["autologin-not-root", "powered-off-cleanly"],
+        not: &["unit-failed", "unit-stuck", "emergency-mode", "console-not-last"],
+        exit: 0,
+    },
+    // tty0 last: the kernel log and the getty reach serial, systemd's status lines do not.
+    Case {
+        file: "fixture-systemd-console-not-last.log",
+        phase: "poweroff",
+        ids: &["console-not-last"],
+        not: &["emergency-mode"],
+        exit: 1,
+    },
+    // A required mount fails: `You are in emergency mode`, no getty.
+    Case {
+        file: "fixture-systemd-emergency-mode.log",
+        phase: "init",
+        ids: &["emergency-mode"],
+        not: &["autologin-not-root"],
+        exit: 1,
+    },
+    // The deadlock is silent on serial once the getty owns the console (systemd then stops
+    // showing job status): only vm-test's checks can name it (`unit-stuck`); the log reads healthy.
+    Case {
+        file: "fixture-systemd-unit-deadlock.log",
+        phase: "poweroff",
+        ids: &["autologin-not-root"],
+        not: &["unit-stuck"],
+        exit: 0,
+    },
+    // pre-nixos restarts networkd, which is not there: the console names it.
+    Case {
+        file: "fixture-systemd-networkd-missing.log",
+        phase: "poweroff",
+        ids: &["unit-not-found", "unit-failed"],
+        not: &["unit-stuck"],
+        exit: 1,
+    },
+    // No /init in the initramfs.
+    Case {
+        file: "fixture-systemd-kernel-panic.log",
+        phase: "kernel",
+        ids: &["kernel-panic"],
+        not: &["kernel-stalled"],
+        exit: 1,
+    },
+    // console=tty0 only: ISOLINUX, its 10 s countdown, `Loading /boot/initrd...ok`, silence.
+    Case {
+        file: "fixture-systemd-no-serial-console.log",
+        phase: "bootloader",
+        ids: &["serial-silent-after-bootloader"],
+        not: &["bootloader-stuck"],
+        exit: 1,
+    },
+    // sudo asks for a password and refuses the empty one; `su -` fails too.
+    Case {
+        file: "fixture-systemd-sudo-password.log",
+        phase: "shell",
+        ids: &["autologin-not-root", "escalation-failed"],
+        not: &[],
+        exit: 1,
+    },
+    // `[FAILED] Failed to start Fixture Health Probe.`: a warning for analyze (vm-test's
+    // failed-units check turns it into the verdict `unit-failed`).
+    Case {
+        file: "fixture-systemd-failed-unit.log",
+        phase: "poweroff",
+        ids: &["unit-failed"],
+        not: &["unit-stuck", "emergency-mode"],
+        exit: 0,
+    },
+    Case {
+        file: "fixture-systemd-storage-error.log",
+        phase: "poweroff",
+        ids: &["storage-detection-error"],
+        not: &["provisioning-failed"],
+        exit: 1,
+    },
+    // `A start job is running for Wait for Storage Devices (2min 35s / no limit)`, redrawn with
+    // CR and no LF for 150 s before the login.
+    Case {
+        file: "fixture-systemd-slow-start-job.log",
+        phase: "poweroff",
+        ids: &["unit-stuck", "autologin-not-root"],
+        not: &["unit-failed"],
+        exit: 1,
+    },
+];
+
+#[test]
+fn recorded_systemd_fixture_logs() {
+    for case in RECORDED_SYSTEMD {
+        let (code, json) = analyze_json(&data(case.file));
+        let found: Vec<&str> = json["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+        assert_eq!(json["phase"], case.phase, "{}: phase (findings {found:?})", case.file);
+        for id in case.ids {
+            assert!(found.contains(id), "{}: expected {id} in {found:?}", case.file);
+        }
+        for id in case.not {
+            assert!(!found.contains(id), "{}: did not expect {id} in {found:?}", case.file);
+        }
+        assert_eq!(code, case.exit, "{}: exit code", case.file);
+    }
+    // systemd's own lines mark the init phase.
+    let (_, json) = analyze_json(&data("fixture-systemd-healthy.log"));
+    let phases: Vec<&str> = json["timeline"].as_array().unwrap().iter().map(|t| t["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["bootloader", "kernel", "init", "login", "shell", "root", "poweroff"]);
+}
+
 #[test]
 fn vm_test_logs_show_the_root_phase() {
     let (_, json) = analyze_json(&data("vmtest-healthy.log"));

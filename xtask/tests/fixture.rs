@@ -810,7 +810,9 @@ fn systemd_fixture_boots_under_uefi_through_grub_and_refuses_a_users_poweroff() 
     vm.expect(r"<<< NixOS Stage 1 >>>", within);
     vm.expect(r"Welcome to \x1b\[1mNixOS 25\.05\.fixture \(Warbler\)\x1b\[0m!", within);
     vm.expect(r"\[\x1b\[0;32m  OK  \x1b\[0m\] Reached target .*Multi-User System", within);
+    vm.expect(r"<<< Welcome to NixOS 25\.05\.fixture \(x86_64\) - ttyS0 >>>", within);
     vm.expect(r"nixos login: nixos \(automatic login\)", within);
+    vm.expect(r"\x1b\[\?2004h", within); // bracketed paste on
     vm.expect(USER_PROMPT, within);
     // As on NixOS: a user on the serial console may not power the machine off.
     vm.send("poweroff\r");

@@ -600,8 +600,8 @@ fn fixture_systemd_passes_end_to_end_on_real_systemd() {
     let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
     for line in [
         "Welcome to NixOS 25.05.fixture (Warbler)!",
-        "Reached target multi-user.target",
-        "Starting pre-nixos.service",
+        "Reached target Multi-User System.",
+        "Starting pre-nixos: detect and provision storage...",
         "pre-nixos: Storage provisioning completed automatically.",
     ] {
         assert!(serial.contains(line), "{line} missing from serial.txt");
