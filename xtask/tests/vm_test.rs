@@ -690,8 +690,18 @@ fn own_commands_run_as_root_and_are_recorded_as_testcases() {
         "echo failing; exit 4 # exit must not end the harness's shell",
         "--run-file",
         file.path().to_str().unwrap(),
+        "--screens",
+        "every:5",
     ]);
     assert_eq!(run.code, 1, "a failing command fails the run: {}", run.stdout);
+    // --screens every:5 left a series, and the failed check its verdict screenshot.
+    let screens = run.meta["screens"].as_array().cloned().unwrap_or_default();
+    let series: Vec<_> = screens.iter().filter(|s| s["reason"] == "every").collect();
+    assert!(!series.is_empty(), "{screens:?}");
+    for s in &series {
+        assert!(run.dir.join(s["file"].as_str().unwrap()).is_file(), "{s}");
+    }
+    assert!(screens.iter().any(|s| s["file"] == "screen-checks.png"), "{screens:?}");
     assert_eq!(finding(&run), "check-failed");
     let ran = |name: &str| check(&run, name).clone();
     assert_eq!(ran("run: echo own-$((6*7)); exit 0")["status"], "pass");
