@@ -30,6 +30,19 @@ impl Drop for KeptVm {
     }
 }
 
+/// A pseudo-terminal pair: the master the test types into and reads, the slave a child gets
+/// as its terminal.
+fn pty() -> (File, OwnedFd) {
+    let (mut master_fd, mut slave_fd) = (0, 0);
+    // SAFETY: openpty fills two descriptors; the null arguments mean default settings.
+    let rc = unsafe {
+        libc::openpty(&mut master_fd, &mut slave_fd, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors are fresh and owned here.
+    unsafe { (File::from_raw_fd(master_fd), OwnedFd::from_raw_fd(slave_fd)) }
+}
+
 /// Reads the pty master until `needle` shows up (or panics after `within` with what came).
 fn read_until(master: &mut File, seen: &mut Vec<u8>, needle: &str, within: Duration) {
     let end = Instant::now() + within;
@@ -78,14 +91,7 @@ fn attach_through_a_pty_runs_a_command_detaches_and_stop_powers_off() {
     assert!(text.contains("needs a terminal on stdin"), "{text}");
 
     // A terminal: a pty pair, attach on the slave side, the test types on the master side.
-    let (mut master_fd, mut slave_fd) = (0, 0);
-    // SAFETY: openpty fills two descriptors; the null arguments mean default settings.
-    let rc = unsafe {
-        libc::openpty(&mut master_fd, &mut slave_fd, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-    };
-    assert_eq!(rc, 0, "openpty");
-    // SAFETY: both descriptors are fresh and owned here.
-    let (mut master, slave) = unsafe { (File::from_raw_fd(master_fd), OwnedFd::from_raw_fd(slave_fd)) };
+    let (mut master, slave) = pty();
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg("attach")
         .arg(&dir)
@@ -152,14 +158,7 @@ fn interact_on_failure_hands_the_failed_guest_to_the_terminal_then_stops_it() {
     let runs = common::repo_root().join("target/vm-test-runs");
     std::fs::create_dir_all(&runs).unwrap();
     let dir = tempfile::Builder::new().prefix("interact-").tempdir_in(&runs).unwrap().keep();
-    let (mut master_fd, mut slave_fd) = (0, 0);
-    // SAFETY: openpty fills two descriptors; the null arguments mean default settings.
-    let rc = unsafe {
-        libc::openpty(&mut master_fd, &mut slave_fd, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-    };
-    assert_eq!(rc, 0, "openpty");
-    // SAFETY: both descriptors are fresh and owned here.
-    let (mut master, slave) = unsafe { (File::from_raw_fd(master_fd), OwnedFd::from_raw_fd(slave_fd)) };
+    let (mut master, slave) = pty();
     // The sudo-password fault fails in the root phase: the user's shell is there to look at.
     let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["vm-test", "--image", "fixture:sudo-password", "--accel", "tcg", "--interact-on-failure", "--run-dir"])
