@@ -117,6 +117,7 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
         accel: q.accel.parse().unwrap_or(Accel::Tcg),
         memory_mib: q.memory_mib,
         cpus: q.cpus,
+        disks: vec![machine::DiskFile::fresh(dir.join("disk.qcow2"), "4G")],
         keep: false,
     };
     // Dropping the machine kills QEMU and removes the disk and sockets.
