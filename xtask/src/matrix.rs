@@ -331,7 +331,12 @@ fn junit(results: &[CellResult], wall: f64) -> String {
         results.len()
     );
     for r in results {
-        let _ = write!(out, "  <testcase classname=\"vm-test.matrix\" name=\"{}\" time=\"{}\"", xml_escape(&r.cell), r.seconds);
+        let _ = write!(
+            out,
+            "  <testcase classname=\"vm-test.matrix\" name=\"{}\" time=\"{}\"",
+            xml_escape(&r.cell),
+            r.seconds
+        );
         let finding = r.finding.as_deref().unwrap_or("");
         let detail = format!("{}\nrun directory: {}", r.detail.as_deref().unwrap_or(""), r.run_dir);
         match r.outcome.as_str() {
@@ -363,7 +368,8 @@ fn summary(results: &[CellResult], wall: f64, dir: &Utf8Path) -> String {
             _ => ui::Tone::Bad,
         };
         let outcome = ui::paint(fancy, tone, &format!("{:<11}", r.outcome));
-        let _ = writeln!(out, "{:<width$}  {outcome} {:>8.1}  {}", r.cell, r.seconds, r.finding.as_deref().unwrap_or("-"));
+        let _ =
+            writeln!(out, "{:<width$}  {outcome} {:>8.1}  {}", r.cell, r.seconds, r.finding.as_deref().unwrap_or("-"));
     }
     let passed = results.iter().filter(|r| r.outcome == "pass").count();
     let _ = writeln!(out, "\n{passed}/{} cells passed in {wall:.1} s wall; junit: {dir}/junit.xml", results.len());

@@ -275,7 +275,8 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
     // existing: a first boot provisions a disk, the run proper boots it again.
     let disk = disks::existing_disk(&rec.dir);
     let result = first_boot(args, &disk, &iso, accel, &reason, rec, progress).and_then(|before| {
-        let boot = Boot { disks: Scenario::Existing.files(&rec.dir, Some(&disk)), expect: scenario.expect(), keep: false };
+        let boot =
+            Boot { disks: Scenario::Existing.files(&rec.dir, Some(&disk)), expect: scenario.expect(), keep: false };
         boot_once(args, &boot, &iso, accel, reason, rec, progress)?;
         disk_unchanged(&disk, &before, rec)
     });
@@ -325,18 +326,13 @@ fn first_boot(
     let dir = rec.dir.join("first-boot");
     let infra = |e: String| Failure::infra(Phase::Qemu, "harness-error", e);
     project::private_run_dir(&dir).map_err(|e| infra(format!("cannot create {dir}: {e}")))?;
-    crate::process::shell()
-        .and_then(|sh| qemu::create_disk(&sh, disk, "4G"))
-        .map_err(|e| infra(format!("{e:#}")))?;
+    crate::process::shell().and_then(|sh| qemu::create_disk(&sh, disk, "4G")).map_err(|e| infra(format!("{e:#}")))?;
     progress.note(&format!("first boot (provisions {disk}), recorded in {dir}"));
     let mut first = Record::new(dir.clone(), jiff::Timestamp::now(), Instant::now());
     first.timeouts = rec.timeouts.clone();
     first.image = rec.image.clone();
-    let boot = Boot {
-        disks: vec![DiskFile::existing(disk.to_path_buf())],
-        expect: Scenario::Blank.expect(),
-        keep: false,
-    };
+    let boot =
+        Boot { disks: vec![DiskFile::existing(disk.to_path_buf())], expect: Scenario::Blank.expect(), keep: false };
     let result = boot_once(args, &boot, iso, accel, reason.to_string(), &mut first, progress);
     if let Err(f) = &result {
         first.failure = Some(f.clone());
