@@ -34,6 +34,7 @@ struct Cell {
 impl Cell {
     /// `fixture-bios-blank`: the cell's name and its run directory's.
     fn name(&self) -> String {
+        // Without --image the cells boot --iso or the flake image.
         let image = self.image.as_deref().unwrap_or("image").replace(':', "-");
         format!("{image}-{}-{}", self.firmware, self.disk)
     }
@@ -110,10 +111,16 @@ pub fn run(args: Args) -> Result<u8> {
     };
     eprintln!("vm-test --matrix: {} cells, results in {dir}", cells.len());
     let started = Instant::now();
-    let (accel, no_build) = prepare(&args)?;
-    let jobs = args.jobs.unwrap_or_else(|| default_jobs(accel, args.cpus));
-    eprintln!("vm-test --matrix: accel {accel}, {jobs} at a time");
-    let results = run_cells(&args, &cells, &dir, accel, no_build, jobs)?;
+    let results = match prepare(&args) {
+        Ok((accel, no_build)) => {
+            let jobs = args.jobs.unwrap_or_else(|| default_jobs(accel, args.cpus));
+            eprintln!("vm-test --matrix: accel {accel}, {jobs} at a time");
+            run_cells(&args, &cells, &dir, accel, no_build, jobs)?
+        }
+        // Ctrl-C while the images build: every cell on record as not run.
+        Err(_) if crate::interrupt::interrupted() => cells.iter().map(|c| not_run(c, &dir)).collect(),
+        Err(e) => return Err(e),
+    };
     let wall = started.elapsed().as_secs_f64();
     write_results(&dir, &results, wall)?;
     let table = summary(&results, wall, &dir);
@@ -264,18 +271,20 @@ fn run_cells(
     Ok(cells
         .iter()
         .zip(results)
-        .map(|(cell, r)| {
-            r.unwrap_or_else(|| CellResult {
-                cell: cell.name(),
-                outcome: "not-run".into(),
-                seconds: 0.0,
-                finding: Some("interrupted".into()),
-                detail: Some("interrupted before this cell started".into()),
-                exit_code: None,
-                run_dir: dir.join(cell.name()).to_string(),
-            })
-        })
+        .map(|(cell, r)| r.unwrap_or_else(|| not_run(cell, dir)))
         .collect())
+}
+
+fn not_run(cell: &Cell, dir: &Utf8Path) -> CellResult {
+    CellResult {
+        cell: cell.name(),
+        outcome: "not-run".into(),
+        seconds: 0.0,
+        finding: Some("interrupted".into()),
+        detail: Some("interrupted before this cell started".into()),
+        exit_code: None,
+        run_dir: dir.join(cell.name()).to_string(),
+    }
 }
 
 /// A finished cell from its `metadata.json`, or from its exit code when it left none.
