@@ -268,11 +268,7 @@ fn run_cells(
             results[done.index] = Some(result);
         }
     }
-    Ok(cells
-        .iter()
-        .zip(results)
-        .map(|(cell, r)| r.unwrap_or_else(|| not_run(cell, dir)))
-        .collect())
+    Ok(cells.iter().zip(results).map(|(cell, r)| r.unwrap_or_else(|| not_run(cell, dir))).collect())
 }
 
 fn not_run(cell: &Cell, dir: &Utf8Path) -> CellResult {

@@ -36,7 +36,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with = "image")]
     pub iso: Option<Utf8PathBuf>,
     /// Boot a fixture ISO: `fixture` (busybox) or `fixture-systemd` (real systemd), optionally a
-    /// fault variant (`fixture:kernel-panic`, `fixture-systemd:unit-deadlock`); built if needed
+    /// fault variant (`fixture:kernel-panic`, `fixture-systemd:unit-deadlock`); built if needed.
+    /// A comma list with --matrix
     #[arg(long, value_name = "fixture[-systemd][:FAULT]")]
     pub image: Option<String>,
     /// With neither --iso nor --image: boot the last `build-image` result instead of building
@@ -55,10 +56,8 @@ pub struct Args {
     /// answers sudo/su prompts
     #[arg(long, value_name = "USER[:PASSWORD]")]
     pub login: Option<Credentials>,
-    /// Disks to attach, each with the outcome pre-nixos must reach: `blank` (applied), `none`
-    /// (skipped/no-disk), `existing` (a first boot provisions the disk, a second boot of the same
-    /// disk must be plan-only/existing-storage and leave its bytes unchanged), `two` (two blank
-    /// disks: the first provisioned, the second left blank). A comma list with --matrix
+    /// Disks to attach, and the outcome of the provisioning service (scripts/pre-nixos.sh) the
+    /// checks require for them. A comma list with --matrix
     #[arg(long, value_name = "blank|none|existing|two", value_enum, value_delimiter = ',', default_value = "blank")]
     pub disk: Vec<Scenario>,
     /// Firmware (only `bios` in this build). A comma list with --matrix
