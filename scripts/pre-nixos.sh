@@ -6,6 +6,17 @@
 # `swap` (small) and `slash` (the rest, ext4) on the first one. Anything else is plan-only:
 # a disk that carries data or signatures is never touched.
 #
+# Outcomes (checked by `cargo xtask vm-test --disk …`):
+#   no candidate disk                    skipped/no-disk
+#   one blank disk                       applied/auto-applied on it
+#   several blank disks (e.g. two)       applied/auto-applied on the first in kernel-name order
+#                                        (/dev/vda before /dev/vdb, whatever their sizes); the
+#                                        others are left blank
+#   any candidate disk with partitions,  plan-only/existing-storage, nothing written to any disk
+#   signatures or data (e.g. a disk a
+#   previous boot provisioned)
+#   a disk that cannot be probed         plan-only/detection-error
+#
 # Results (for humans and for the VM test harness):
 #   $PRE_NIXOS_STATE_DIR/plan            the plan it chose (KEY=value lines)
 #   $PRE_NIXOS_STATE_DIR/storage-status  STATE=applied|plan-only|skipped|failed, DETAIL=...

@@ -4,8 +4,9 @@
 //! runs it) and N times with QEMU alone (same command line, a bare reader on the serial socket
 //! that only looks for the prompt bytes), alternating the two so machine load hits both alike.
 //! Prints per-phase medians, boot-to-prompt for both and their ratio (harness overhead), and
-//! the harness's own CPU time per wall second. Figures, not assertions: nothing here fails
-//! because a number is high.
+//! the harness's own CPU time per wall second. With `--matrix`: the wall time of the 4-cell
+//! matrix `--disk blank,none,existing,two` at `--jobs 1` and at `--jobs 2` (guests with one
+//! CPU). Figures, not assertions: nothing here fails because a number is high.
 
 use crate::accel::{Accel, AccelChoice};
 use crate::process;
@@ -31,6 +32,10 @@ pub struct Args {
     /// Which fixture to boot: `fixture` (busybox) or `fixture-systemd`, as for `vm-test --image`
     #[arg(long, value_name = "fixture[-systemd]", default_value = "fixture")]
     pub image: String,
+    /// Measure `vm-test --matrix` instead: a 4-cell matrix (disks blank, none, existing, two;
+    /// one-CPU guests) at --jobs 1 and at --jobs 2, wall time of each
+    #[arg(long)]
+    pub matrix: bool,
     /// Print the figures as JSON (also written to bench.json in the bench directory)
     #[arg(long)]
     pub json: bool,
@@ -51,6 +56,9 @@ pub fn run(args: Args) -> Result<u8> {
     }
     let iso = crate::fixture::build_variant(flavor, None)?;
     let dir = project::create_run_dir(&project::target_dir().join("bench"), jiff::Timestamp::now())?;
+    if args.matrix {
+        return matrix_bench(&args, &dir);
+    }
     eprintln!("bench: {} harness + {} baseline boots of {iso}; results in {dir}", args.runs, args.runs);
     let mut harness = Vec::new();
     let mut baseline = Vec::new();
@@ -76,6 +84,65 @@ pub fn run(args: Args) -> Result<u8> {
         ui::print(&render_figures(&figures))?;
     }
     let all_passed = harness.iter().all(passed);
+    Ok(if all_passed { exit::OK } else { exit::FAILED })
+}
+
+/// The 4 cells of the matrix bench: every disk scenario (`existing` boots twice).
+const MATRIX_DISKS: &str = "blank,none,existing,two";
+
+/// The same 4-cell matrix at --jobs 1 and --jobs 2 (alternating, `--runs` times each): wall
+/// seconds from matrix.json, medians, and the speed-up.
+fn matrix_bench(args: &Args, dir: &Utf8Path) -> Result<u8> {
+    let exe = std::env::current_exe().context("locating the xtask binary")?;
+    let sh = process::shell()?;
+    let accel = args.accel.to_string();
+    let mut walls: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut all_passed = true;
+    for i in 1..=args.runs {
+        for (slot, jobs) in ["1", "2"].into_iter().enumerate() {
+            let run_dir = dir.join(format!("matrix-jobs{jobs}-{i}"));
+            let log_path = run_dir.with_extension("log");
+            let log = fs_err::File::create(&log_path)?.into_parts().0;
+            let image = &args.image;
+            let command = cmd!(
+                sh,
+                "{exe} vm-test --matrix --image {image} --disk {MATRIX_DISKS} --cpus 1 --accel {accel} --jobs {jobs} --run-dir {run_dir}"
+            )
+            .env("NO_COLOR", "1");
+            let status = process::status_logged(command, log).context("running vm-test --matrix")?;
+            all_passed &= status.success();
+            let summary: Value = serde_json::from_slice(&fs_err::read(run_dir.join("matrix.json")).map_err(|e| {
+                exit::infra(format!("vm-test --matrix ({status}) left no matrix.json: {e}; see {log_path}"))
+            })?)?;
+            let wall = summary["wall_seconds"].as_f64().unwrap_or(0.0);
+            eprintln!("bench: matrix run {i} at --jobs {jobs}: {wall:.1} s wall ({status})");
+            walls[slot].push(wall);
+        }
+    }
+    let (one, two) = (median(walls[0].clone()), median(walls[1].clone()));
+    let figures = json!({
+        "matrix": {"cells": 4, "disks": MATRIX_DISKS, "image": args.image, "guest_cpus": 1,
+                   "host_cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                   "jobs1_wall_seconds": walls[0], "jobs2_wall_seconds": walls[1],
+                   "jobs1_median_seconds": one, "jobs2_median_seconds": two,
+                   "speedup": one.zip(two).map(|(a, b)| a / b)},
+    });
+    project::write_atomic(&dir.join("bench.json"), serde_json::to_string_pretty(&figures)?.as_bytes())?;
+    if args.json {
+        ui::print(&(serde_json::to_string_pretty(&figures)? + "\n"))?;
+    } else {
+        let m = &figures["matrix"];
+        let secs = |v: Option<f64>| v.map_or("?".to_string(), |x| format!("{x:.1} s"));
+        ui::print(&format!(
+            "4-cell matrix ({MATRIX_DISKS}, {}, 1-CPU guests, {} host cores), median of {} runs:\n  --jobs 1: {}\n  --jobs 2: {}\n  speed-up: {}\n",
+            args.image,
+            m["host_cores"],
+            args.runs,
+            secs(one),
+            secs(two),
+            m["speedup"].as_f64().map_or("?".to_string(), |x| format!("{x:.2}×"))
+        ))?;
+    }
     Ok(if all_passed { exit::OK } else { exit::FAILED })
 }
 
@@ -117,6 +184,7 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
         accel: q.accel.parse().unwrap_or(Accel::Tcg),
         memory_mib: q.memory_mib,
         cpus: q.cpus,
+        disks: vec![machine::DiskFile::fresh(dir.join("disk.qcow2"), "4G")],
         keep: false,
     };
     // Dropping the machine kills QEMU and removes the disk and sockets.

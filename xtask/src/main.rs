@@ -15,6 +15,7 @@ mod doctor;
 mod exit;
 mod fixture;
 mod interrupt;
+mod matrix;
 mod nix;
 mod process;
 mod project;

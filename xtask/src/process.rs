@@ -358,6 +358,46 @@ pub fn spawn_logged(cmd: xshell::Cmd<'_>, log: std::fs::File, tie: Tie) -> std::
     cmd.spawn()
 }
 
+/// Sends `signal` to the process group `leader` started (a child spawned with
+/// [`Tie::OwnGroupDiesWithUs`]): `vm-test --matrix` forwards its Ctrl-C to its cells.
+pub fn signal_group(leader: &Child, signal: libc::c_int) {
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+    unsafe { libc::kill(-(leader.id() as libc::pid_t), signal) };
+}
+
+/// Waits up to `timeout` until one of `children` has exited, with `poll()` on their pidfds (a
+/// signal ends the wait early, as every wait in the crate): the index of one that exited
+/// and its status (reaped), or `None`.
+pub fn wait_any(children: &mut [&mut Child], timeout: Duration) -> std::io::Result<Option<(usize, ExitStatus)>> {
+    let mut fds = Vec::with_capacity(children.len());
+    for child in children.iter() {
+        // SAFETY: pidfd_open(2) on our own unreaped child; the new fd is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd nobody else owns.
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    }
+    let mut polled: Vec<libc::pollfd> =
+        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `polled` is a valid array of `polled.len()` pollfds.
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted { Ok(None) } else { Err(e) };
+    }
+    for (i, p) in polled.iter().enumerate() {
+        if p.revents != 0 {
+            if let Some(status) = children[i].try_wait()? {
+                return Ok(Some((i, status)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Runs `cmd` to completion with stdout and stderr written to `log` as they come (the log stays
 /// evidence if we are killed midway); its exit status.
 pub fn status_logged(cmd: xshell::Cmd<'_>, log: std::fs::File) -> std::io::Result<ExitStatus> {

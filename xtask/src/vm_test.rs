@@ -9,10 +9,11 @@ use crate::accel::{Accel, AccelChoice};
 use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::checks;
+use crate::vm::disks::{self, Expect, Scenario};
 use crate::vm::events::{Event, Sink};
 use crate::vm::guest::Guest;
 use crate::vm::login::{self, Credentials};
-use crate::vm::machine::{self, Machine};
+use crate::vm::machine::{self, DiskFile, Machine};
 use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
 use crate::vm::qemu::{self, Qemu, Spec};
@@ -36,7 +37,8 @@ pub struct Args {
     #[arg(long, value_name = "PATH", conflicts_with = "image")]
     pub iso: Option<Utf8PathBuf>,
     /// Boot a fixture ISO: `fixture` (busybox) or `fixture-systemd` (real systemd), optionally a
-    /// fault variant (`fixture:kernel-panic`, `fixture-systemd:unit-deadlock`); built if needed
+    /// fault variant (`fixture:kernel-panic`, `fixture-systemd:unit-deadlock`); built if needed.
+    /// A comma list with --matrix
     #[arg(long, value_name = "fixture[-systemd][:FAULT]")]
     pub image: Option<String>,
     /// With neither --iso nor --image: boot the last `build-image` result instead of building
@@ -55,6 +57,22 @@ pub struct Args {
     /// answers sudo/su prompts
     #[arg(long, value_name = "USER[:PASSWORD]")]
     pub login: Option<Credentials>,
+    /// Disks to attach, and the outcome of the provisioning service (scripts/pre-nixos.sh) the
+    /// checks require for them. A comma list with --matrix
+    #[arg(long, value_name = "blank|none|existing|two", value_enum, value_delimiter = ',', default_value = "blank")]
+    pub disk: Vec<Scenario>,
+    /// Firmware (only `bios` in this build). A comma list with --matrix
+    #[arg(long, value_name = "bios", value_delimiter = ',', default_value = "bios")]
+    pub firmware: Vec<String>,
+    /// Run every combination of the comma lists given to --image, --firmware and --disk, each
+    /// cell a vm-test of its own (own run directory, sockets, disks, port), --jobs at a time;
+    /// one summary table and one junit.xml
+    #[arg(long)]
+    pub matrix: bool,
+    /// Cells run at once with --matrix [default: the host's cores per guest's CPUs under TCG,
+    /// the host's cores under KVM]
+    #[arg(long, value_name = "N", requires = "matrix")]
+    pub jobs: Option<usize>,
     /// Leave QEMU running at the end and print how to attach to its serial console and QMP
     #[arg(long)]
     pub keep: bool,
@@ -135,6 +153,9 @@ impl From<&Args> for Timeouts {
 }
 
 pub fn run(mut args: Args) -> Result<u8> {
+    if args.matrix {
+        return crate::matrix::run(args);
+    }
     // Flag mistakes are usage errors (exit 2), found before anything is created.
     if let Some(image) = &args.image {
         parse_image(image)?;
@@ -150,6 +171,11 @@ pub fn run(mut args: Args) -> Result<u8> {
         let text = fs_err::read_to_string(file).map_err(|e| exit::usage(format!("--run-file: {e}")))?;
         let commands = checks::parse_run_file(&text).map_err(|e| exit::usage(format!("--run-file {file}: {e}")))?;
         args.run.extend(commands);
+    }
+    let disk = *single(&args.disk, "--disk")?;
+    check_firmware(single(&args.firmware, "--firmware")?)?;
+    if args.keep && disk == Scenario::Existing {
+        return Err(exit::usage("--keep with --disk existing: keep the second boot's VM by hand; drop --keep"));
     }
     if let Some(d) = &args.run_dir {
         refuse_used_run_dir(d)?;
@@ -216,6 +242,22 @@ pub fn run(mut args: Args) -> Result<u8> {
     Ok(rec.exit_code())
 }
 
+/// The one value of a list flag outside --matrix (a usage error otherwise).
+fn single<'a, T: std::fmt::Debug>(values: &'a [T], flag: &str) -> Result<&'a T> {
+    match values {
+        [one] => Ok(one),
+        _ => Err(exit::usage(format!("{flag}: one value per run (got {values:?}); give a comma list with --matrix"))),
+    }
+}
+
+/// The firmwares this build can boot: BIOS only (SeaBIOS, QEMU's default).
+pub fn check_firmware(firmware: &str) -> Result<()> {
+    if firmware != "bios" {
+        return Err(exit::usage(format!("--firmware {firmware}: this build boots `bios` only")));
+    }
+    Ok(())
+}
+
 fn archive(dir: &Utf8Path) {
     match crate::archive_logs::archive(dir, false) {
         Ok(_) => eprintln!("vm-test: archived {dir} under docs/ (boot-logs, test-reports)"),
@@ -225,7 +267,7 @@ fn archive(dir: &Utf8Path) {
 
 /// `--run-dir` must be new or empty: the logs are opened for appending, and two runs in one
 /// directory would be one unreadable record.
-fn refuse_used_run_dir(dir: &Utf8Path) -> Result<()> {
+pub fn refuse_used_run_dir(dir: &Utf8Path) -> Result<()> {
     if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(exit::usage(format!(
             "--run-dir {dir}: the directory is not empty (it holds an earlier run?); \
@@ -265,11 +307,116 @@ fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), F
         preflight(&iso, rec, progress)?;
     }
     let (accel, reason) = accelerator(args, progress)?;
-    let (mut machine, transcript) = start_qemu(args, &iso, accel, reason, rec, progress)?;
-    let result = session(args, rec, &mut machine, transcript, progress);
-    stop_qemu(args, machine, &result, rec);
+    let scenario = args.disk[0];
+    rec.note(&format!("disk scenario {scenario}: pre-nixos must reach {}", describe(scenario.expect())));
+    if scenario != Scenario::Existing {
+        let boot = Boot { disks: scenario.files(&rec.dir, None), expect: scenario.expect(), keep: args.keep };
+        return boot_once(args, &boot, &iso, accel, reason, rec, progress);
+    }
+    // existing: a first boot provisions a disk, the run proper boots it again.
+    let disk = disks::existing_disk(&rec.dir);
+    let result = first_boot(args, &disk, &iso, accel, &reason, rec, progress).and_then(|before| {
+        let boot =
+            Boot { disks: Scenario::Existing.files(&rec.dir, Some(&disk)), expect: scenario.expect(), keep: false };
+        boot_once(args, &boot, &iso, accel, reason, rec, progress)?;
+        disk_unchanged(&disk, &before, rec)
+    });
+    let _ = std::fs::remove_file(&disk);
+    result
+}
+
+/// What one boot attaches and expects.
+struct Boot {
+    disks: Vec<DiskFile>,
+    expect: Expect,
+    keep: bool,
+}
+
+fn describe(e: Expect) -> String {
+    let vg = e.vg_on.map_or("no VG main".to_string(), |pv| format!("VG main (swap, slash) on {pv}"));
+    format!("STATE={} DETAIL={}, {vg}", e.state, e.detail)
+}
+
+/// QEMU started, the session, QEMU stopped: one boot of the image.
+fn boot_once(
+    args: &Args,
+    boot: &Boot,
+    iso: &Utf8Path,
+    accel: Accel,
+    reason: String,
+    rec: &mut Record,
+    progress: &mut Progress,
+) -> Result<(), Failure> {
+    let (mut machine, transcript) = start_qemu(args, boot, iso, accel, reason, rec, progress)?;
+    let result = session(args, boot, rec, &mut machine, transcript, progress);
+    // A failed run handed to the user (--interact-on-failure) stays up like a kept one.
+    let hand_over = args.interact_on_failure && result.is_err();
+    stop_qemu(boot.keep || hand_over, boot.keep, machine, &result, rec);
     // OCR after QEMU stopped: the guest no longer needs the CPU.
     result.map_err(|f| read_screen(f, rec)).map_err(|f| explain_failure(f, &rec.qemu))
+}
+
+/// `--disk existing`, first boot: the same image on a fresh disk, recorded as a run of its own
+/// in `first-boot/`, must provision it (applied); the disk's SHA-256 afterwards.
+fn first_boot(
+    args: &Args,
+    disk: &Utf8Path,
+    iso: &Utf8Path,
+    accel: Accel,
+    reason: &str,
+    rec: &mut Record,
+    progress: &mut Progress,
+) -> Result<String, Failure> {
+    let dir = rec.dir.join("first-boot");
+    let infra = |e: String| Failure::infra(Phase::Qemu, "harness-error", e);
+    project::private_run_dir(&dir).map_err(|e| infra(format!("cannot create {dir}: {e}")))?;
+    crate::process::shell().and_then(|sh| qemu::create_disk(&sh, disk, "4G")).map_err(|e| infra(format!("{e:#}")))?;
+    progress.note(&format!("first boot (provisions {disk}), recorded in {dir}"));
+    let mut first = Record::new(dir.clone(), jiff::Timestamp::now(), Instant::now());
+    first.timeouts = rec.timeouts.clone();
+    first.image = rec.image.clone();
+    let boot =
+        Boot { disks: vec![DiskFile::existing(disk.to_path_buf())], expect: Scenario::Blank.expect(), keep: false };
+    let result = boot_once(args, &boot, iso, accel, reason.to_string(), &mut first, progress);
+    if let Err(f) = &result {
+        first.failure = Some(f.clone());
+    }
+    first.finish();
+    let _ = first.write();
+    if let Err(f) = result {
+        return Err(Failure {
+            detail: format!("the first boot (which provisions the disk) failed: {}; see {dir}", f.detail),
+            ..f
+        });
+    }
+    let hash = disks::sha256(disk).map_err(|e| infra(format!("hashing {disk}: {e}")))?;
+    rec.note(&format!("first boot provisioned {disk} ({dir}); sha256 {hash}"));
+    Ok(hash)
+}
+
+/// The check that the second boot left the existing disk's bytes as the first boot left them.
+fn disk_unchanged(disk: &Utf8Path, before: &str, rec: &mut Record) -> Result<(), Failure> {
+    let after = disks::sha256(disk)
+        .map_err(|e| Failure::infra(Phase::Checks, "harness-error", format!("hashing {disk}: {e}")))?;
+    let unchanged = after == before;
+    let check = crate::vm::record::Check {
+        name: "disk-unchanged".into(),
+        status: if unchanged { CheckStatus::Pass } else { CheckStatus::Fail },
+        detail: if unchanged {
+            format!("sha256 {after} before and after the second boot")
+        } else {
+            format!("sha256 {before} before, {after} after the second boot: pre-nixos wrote to existing storage")
+        },
+        evidence: String::new(),
+        seconds: 0.0,
+        finding: (!unchanged).then(|| "existing-storage-modified".into()),
+    };
+    rec.checks.push(check);
+    if unchanged {
+        Ok(())
+    } else {
+        Err(Failure::fail(Phase::Checks, "existing-storage-modified", "the existing disk's bytes changed"))
+    }
 }
 
 /// A failure to set up QEMU: the host's problem (exit 3), before the guest ran.
@@ -334,6 +481,7 @@ fn accelerator(args: &Args, progress: &mut Progress) -> Result<(Accel, String), 
 /// phase begins) with the transcript open.
 fn start_qemu(
     args: &Args,
+    boot: &Boot,
     iso: &Utf8Path,
     accel: Accel,
     accel_reason: String,
@@ -348,9 +496,10 @@ fn start_qemu(
         accel,
         memory_mib,
         cpus: args.cpus,
+        disks: boot.disks.iter().map(|d| DiskFile { path: d.path.clone(), size: d.size }).collect(),
         // A failed run may be handed to the user (--interact-on-failure): QEMU must be able to
         // outlive this wait and reconnect its serial line, as with --keep.
-        keep: args.keep || args.interact_on_failure,
+        keep: boot.keep || args.interact_on_failure,
     };
     let prepared = machine::prepare(&rec.dir, options).map_err(|e| qemu_infra("qemu-start-failed", e))?;
     let spec = &prepared.spec;
@@ -380,13 +529,14 @@ fn start_qemu(
 /// QEMU's end, recorded: already gone (poweroff), left running (`--keep`, unless
 /// interrupted), or stopped by the ladder — without waiting for the guest's consent: the run
 /// is over and the scratch disk is thrown away.
-fn stop_qemu(args: &Args, mut machine: Machine, result: &Result<(), Failure>, rec: &mut Record) {
+/// `keep`: leave QEMU running (`--keep`, or a failed run to hand over); `announce`: print how
+/// to attach (only `--keep`: a hand-over attaches by itself).
+fn stop_qemu(keep: bool, announce: bool, mut machine: Machine, result: &Result<(), Failure>, rec: &mut Record) {
     machine.close_serial();
     let interrupted = matches!(result, Err(f) if f.outcome == Outcome::Interrupted);
-    let hand_over = args.interact_on_failure && result.is_err();
-    if (args.keep || hand_over) && !interrupted && machine.vm.try_wait().is_none() {
+    if keep && !interrupted && machine.vm.try_wait().is_none() {
         rec.qemu.stopped_by = Some("kept".into());
-        if args.keep {
+        if announce {
             print_attach(&machine.spec, &machine.vm, &rec.dir);
         }
         machine.keep();
@@ -458,6 +608,7 @@ impl Sink for RunSink<'_> {
 /// progress line, the transcript and the record.
 fn session(
     args: &Args,
+    boot: &Boot,
     rec: &mut Record,
     machine: &mut Machine,
     transcript: Transcript,
@@ -489,7 +640,7 @@ fn session(
         _ => None,
     };
     let mut shots = Vec::new();
-    let result = phases(args, &dir, machine, &mut guest, &mut shots);
+    let result = phases(args, boot, &dir, machine, &mut guest, &mut shots);
     // On failure keep reading briefly: the lines right after are often the evidence.
     if let Err(f) = &result {
         if f.outcome == Outcome::Fail && !guest.serial.eof() {
@@ -555,6 +706,7 @@ fn read_screen(mut f: Failure, rec: &mut Record) -> Failure {
 /// screenshot goes into `shots` before the guest powers off.
 fn phases(
     args: &Args,
+    boot: &Boot,
     dir: &Utf8Path,
     machine: &mut Machine,
     guest: &mut Guest,
@@ -585,7 +737,7 @@ fn phases(
     guest.emit(Event::Milestone(Milestone::Root, started.elapsed().as_secs_f64()));
 
     guest.enter(Phase::Checks);
-    let checks = checks::run_all(guest, dir, &t.checks)?;
+    let checks = checks::run_all(guest, dir, &t.checks, boot.expect)?;
     let own = checks::run_own(guest, &args.run, t.checks.command)?;
     let failed_check = checks.into_iter().chain(own).find(|c| c.status == CheckStatus::Fail);
     if failed_check.is_some() && args.screens != screen::Policy::Off {
@@ -596,7 +748,7 @@ fn phases(
         }
     }
 
-    if args.keep {
+    if boot.keep {
         guest.emit(Event::PhaseEnded);
     } else {
         guest.enter(Phase::Poweroff);

@@ -1,9 +1,10 @@
 //! The boot-image checks, run as root over the framed shell (issue 4):
-//! tools present, storage provisioned (`/run/pre-nixos/storage-status`), VG `main` with LV
-//! `slash`, IPv4 on `lan`, the pre-nixos unit finished (where systemd exists), and the
+//! tools present, pre-nixos's outcome for the attached disks (`/run/pre-nixos/storage-status`,
+//! VG `main` with LVs `swap` and `slash` where it provisions, see `vm::disks`), IPv4 on `lan`, the pre-nixos unit finished (where systemd exists), and the
 //! console line `LAN IPv4 address:` seen on serial. A failed check carries its evidence.
 
 use crate::diagnose::Phase;
+use crate::vm::disks::Expect;
 use crate::vm::events::Event;
 use crate::vm::guest::{Guest, Output};
 use crate::vm::login::command_failure;
@@ -30,8 +31,8 @@ pub struct Timeouts {
 /// Runs every check (a failing check does not stop the others), each reported as it starts
 /// and finishes; evidence goes under `run_dir/diagnostics`. `Err` only when the guest stops
 /// answering, QEMU exits or the user interrupts; failed checks are among those returned.
-pub fn run_all(guest: &mut Guest, run_dir: &Utf8Path, t: &Timeouts) -> Result<Vec<Check>, Failure> {
-    let mut c = Checker { guest, t, evidence_no: 0, dir: run_dir.join("diagnostics") };
+pub fn run_all(guest: &mut Guest, run_dir: &Utf8Path, t: &Timeouts, expect: Expect) -> Result<Vec<Check>, Failure> {
+    let mut c = Checker { guest, t, expect, evidence_no: 0, dir: run_dir.join("diagnostics") };
     let mut done = Vec::new();
     const CHECKS: [&str; 7] =
         ["tools", "storage-status", "lvm", "lan-ipv4", "pre-nixos-unit", "failed-units", "serial-lan-line"];
@@ -138,6 +139,7 @@ pub fn run_own(guest: &mut Guest, commands: &[OwnCommand], timeout: Duration) ->
 struct Checker<'a, 's> {
     guest: &'a mut Guest<'s>,
     t: &'a Timeouts,
+    expect: Expect,
     evidence_no: usize,
     dir: camino::Utf8PathBuf,
 }
@@ -233,8 +235,9 @@ impl Checker<'_, '_> {
             self.poll(cmd, self.t.storage, &|o| o.text.lines().any(|l| l.starts_with("STATE=") || l == "UNIT FAILED"))?;
         let value = |key: &str| out.text.lines().find_map(|l| l.strip_prefix(key)).unwrap_or("").trim().to_string();
         let (state, detail) = (value("STATE="), value("DETAIL="));
-        if done && state == "applied" && detail == "auto-applied" {
-            return Ok(check(CheckStatus::Pass, "STATE=applied DETAIL=auto-applied"));
+        let want = format!("STATE={} DETAIL={}", self.expect.state, self.expect.detail);
+        if done && state == self.expect.state && detail == self.expect.detail {
+            return Ok(check(CheckStatus::Pass, want));
         }
         let unit_failed = out.text.lines().any(|l| l == "UNIT FAILED");
         let (what, finding) = if unit_failed {
@@ -251,12 +254,12 @@ impl Checker<'_, '_> {
             )
         } else if detail == "detection-error" {
             (format!("STATE={state} DETAIL={detail}"), "storage-detection-error")
-        } else if state == "plan-only" {
+        } else if state == "plan-only" && self.expect.state != "plan-only" {
             (format!("STATE={state} DETAIL={detail}"), "storage-plan-only")
         } else if state == "failed" {
             (format!("STATE={state} DETAIL={detail}"), "provisioning-failed")
         } else {
-            (format!("STATE={state} DETAIL={detail} (want STATE=applied DETAIL=auto-applied)"), "check-failed")
+            (format!("STATE={state} DETAIL={detail} (want {want})"), "check-failed")
         };
         let mut c = check(CheckStatus::Fail, what);
         c.finding = Some(finding.into());
@@ -264,16 +267,55 @@ impl Checker<'_, '_> {
         Ok(c)
     }
 
+    /// VG `main` with LVs `swap` and `slash` on the expected disk, or no VG `main` at all;
+    /// disks that must stay blank carry no signature.
     fn lvm(&mut self) -> Result<Check, Failure> {
-        let out = self.run("lvs --noheadings --separator '|' -o lv_name,vg_name")?;
-        let pairs: Vec<String> = out.text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
-        if out.code == 0 && pairs.iter().any(|p| p == "slash|main") {
-            return Ok(check(CheckStatus::Pass, format!("LV slash in VG main (lvs: {})", pairs.join(", "))));
+        let rows = |text: &str| -> Vec<String> {
+            text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+        };
+        let lvs = self.run("lvs --noheadings --separator '|' -o lv_name,vg_name 2>&1")?;
+        let pvs = self.run("pvs --noheadings --separator '|' -o pv_name,vg_name 2>&1")?;
+        let (lvs, pvs) = (rows(&lvs.text), rows(&pvs.text));
+        let seen = format!("lvs: {}; pvs: {}", lvs.join(", "), pvs.join(", "));
+        let mut problems = Vec::new();
+        match self.expect.vg_on {
+            Some(pv) => {
+                for lv in ["swap|main", "slash|main"] {
+                    if !lvs.iter().any(|l| l == lv) {
+                        problems.push(format!("no LV {} in VG main", &lv[..lv.len() - 5]));
+                    }
+                }
+                let on: Vec<&String> = pvs.iter().filter(|p| p.ends_with("|main")).collect();
+                if on.len() != 1 || !on[0].starts_with(&format!("{pv}|")) {
+                    problems.push(format!("VG main is not on {pv} alone"));
+                }
+            }
+            None if lvs.iter().chain(&pvs).any(|l| l.ends_with("|main")) => {
+                problems.push("a VG main exists although pre-nixos must not provision".into())
+            }
+            None => {}
         }
-        let mut c =
-            check(CheckStatus::Fail, format!("no LV slash in VG main (lvs exit {}: {})", out.code, pairs.join(", ")));
+        for disk in self.expect.blank {
+            let out = self.run(&format!("wipefs --noheadings --output TYPE {disk}"))?;
+            if out.code != 0 || !out.text.trim().is_empty() {
+                problems.push(format!("{disk} is not blank (wipefs exit {}: {})", out.code, out.text.trim()));
+            }
+        }
+        let what = match self.expect.vg_on {
+            Some(pv) => format!("VG main on {pv} with LVs swap and slash"),
+            None => "no VG main".to_string(),
+        };
+        let blank = if self.expect.blank.is_empty() {
+            String::new()
+        } else {
+            format!(", {} blank", self.expect.blank.join(" "))
+        };
+        if problems.is_empty() {
+            return Ok(check(CheckStatus::Pass, format!("{what}{blank} ({seen})")));
+        }
+        let mut c = check(CheckStatus::Fail, format!("{} ({seen})", problems.join("; ")));
         c.finding = Some("check-failed".into());
-        c.evidence = format!("$ lvs\n{}\n{}", out.text, self.evidence("lvm", &["vgs", "lsblk -f"])?);
+        c.evidence = self.evidence("lvm", &["vgs", "lsblk -f"])?;
         Ok(c)
     }
 

@@ -18,8 +18,27 @@ pub struct Options {
     pub accel: crate::accel::Accel,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// The disks, in the order the guest sees them.
+    pub disks: Vec<DiskFile>,
     /// QEMU may outlive the harness (`vm-test --keep`): its serial line reconnects.
     pub keep: bool,
+}
+
+/// A disk for the VM: a fresh sparse qcow2 of `size` (scratch: removed at the end), or, with
+/// no size, a file that exists already and outlives the run (`vm-test --disk existing`).
+pub struct DiskFile {
+    pub path: Utf8PathBuf,
+    pub size: Option<&'static str>,
+}
+
+impl DiskFile {
+    pub fn fresh(path: Utf8PathBuf, size: &'static str) -> DiskFile {
+        DiskFile { path, size: Some(size) }
+    }
+
+    pub fn existing(path: Utf8PathBuf) -> DiskFile {
+        DiskFile { path, size: None }
+    }
 }
 
 /// The scratch disk and the socket paths, before QEMU starts: `spec` is final, so the caller
@@ -30,20 +49,23 @@ pub struct Prepared {
     scratch: Scratch,
 }
 
-/// Creates the scratch disk (sparse qcow2, 4 GiB) in `dir` and picks the socket paths and a
-/// free port for the forwarded ssh.
+/// Creates the fresh disks and picks the socket paths and a free port for the forwarded ssh.
 pub fn prepare(dir: &Utf8Path, options: Options) -> Result<Prepared> {
     let mut scratch = Scratch::default();
-    let disk = dir.join("disk.qcow2");
-    scratch.files.push(disk.clone());
-    qemu::create_disk(&crate::process::shell()?, &disk, "4G")?;
+    let sh = crate::process::shell()?;
+    for disk in &options.disks {
+        if let Some(size) = disk.size {
+            scratch.files.push(disk.path.clone());
+            qemu::create_disk(&sh, &disk.path, size)?;
+        }
+    }
     let (sock_dir, temporary) = qemu::socket_dir(dir)?;
     scratch.temp_dir = temporary.then(|| sock_dir.clone());
     scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);
     let spec = Spec {
         binary: options.binary,
         iso: options.iso,
-        disk,
+        disks: options.disks.into_iter().map(|d| d.path).collect(),
         accel: options.accel,
         memory_mib: options.memory_mib,
         cpus: options.cpus,

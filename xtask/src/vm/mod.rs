@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod checks;
+pub mod disks;
 pub mod events;
 pub mod guest;
 pub mod login;

@@ -26,7 +26,8 @@ pub fn base_args(accel: Accel) -> [&'static str; 7] {
 pub struct Spec {
     pub binary: Utf8PathBuf,
     pub iso: Utf8PathBuf,
-    pub disk: Utf8PathBuf,
+    /// Virtio disks in order (`/dev/vda`, `/dev/vdb`, …); none is a machine without a disk.
+    pub disks: Vec<Utf8PathBuf>,
     pub accel: Accel,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -60,10 +61,12 @@ impl Spec {
         // A failed host read or write of the scratch disk (a full filesystem, say) pauses the
         // guest (status `io-error`, which the harness asks QMP about) instead of handing the
         // guest an I/O error it would report as its own failure.
-        push(&[
-            "-drive",
-            &format!("file={},if=virtio,format=qcow2,cache=unsafe,werror=stop,rerror=stop", opt_value(&self.disk)),
-        ]);
+        for disk in &self.disks {
+            push(&[
+                "-drive",
+                &format!("file={},if=virtio,format=qcow2,cache=unsafe,werror=stop,rerror=stop", opt_value(disk)),
+            ]);
+        }
         push(&["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{}-:22", self.ssh_port)]);
         push(&["-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"]);
         // A screen, never shown (`-display none`): when serial says nothing, QMP `screendump`
@@ -405,7 +408,7 @@ mod tests {
         let spec = Spec {
             binary: "/usr/bin/qemu-system-x86_64".into(),
             iso: "/x.iso".into(),
-            disk: "/r/disk.qcow2".into(),
+            disks: vec!["/r/disk.qcow2".into()],
             accel: Accel::Tcg,
             memory_mib: 1024,
             cpus: 2,
@@ -437,7 +440,7 @@ mod tests {
         let spec = Spec {
             binary: "qemu".into(),
             iso: "/a,b/x.iso".into(),
-            disk: "/r,1/disk.qcow2".into(),
+            disks: vec!["/r,1/disk.qcow2".into()],
             accel: Accel::Tcg,
             memory_mib: 1024,
             cpus: 2,

@@ -101,7 +101,7 @@ pub fn markdown(run: &RunRecord) -> String {
     out
 }
 
-fn xml_escape(text: &str) -> String {
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
