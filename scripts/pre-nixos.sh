@@ -147,6 +147,12 @@ main() {
     return 0
   fi
 
+  # The unit waits for nothing but basic.target (as on NixOS), so disks may still be being
+  # probed: on a loaded host a virtio disk appeared 20 ms after this ran and the run saw
+  # "no-disk". Let udev finish the coldplug events first (where there is udev).
+  if command -v udevadm >/dev/null 2>&1; then
+    udevadm settle --timeout=30 || log "udevadm settle timed out; detecting disks anyway"
+  fi
   disks=$(candidates)
   if [ -z "$disks" ]; then
     write_plan "PLAN=none" "REASON=no-disk"
