@@ -11,6 +11,7 @@ use crate::accel::{Accel, AccelChoice};
 use crate::process;
 use crate::stats::median;
 use crate::vm::machine;
+use crate::vm::qemu::Firmware;
 use crate::vm::record::{PhaseStatus, RunOutcome, RunRecord};
 use crate::{exit, project, ui};
 use anyhow::{bail, Context, Result};
@@ -31,6 +32,12 @@ pub struct Args {
     /// Which fixture to boot: `fixture` (busybox) or `fixture-systemd`, as for `vm-test --image`
     #[arg(long, value_name = "fixture[-systemd]", default_value = "fixture")]
     pub image: String,
+    /// Firmware passed to vm-test and used for the baseline
+    #[arg(long, value_name = "bios|uefi", value_enum, default_value_t = Firmware::Bios)]
+    pub firmware: Firmware,
+    /// Pass --bootloader-wait to vm-test (the menu counts down instead of being skipped)
+    #[arg(long)]
+    pub bootloader_wait: bool,
     /// Print the figures as JSON (also written to bench.json in the bench directory)
     #[arg(long)]
     pub json: bool,
@@ -56,7 +63,7 @@ pub fn run(args: Args) -> Result<u8> {
     let mut baseline = Vec::new();
     for i in 1..=args.runs {
         let run_dir = dir.join(format!("harness-{i}"));
-        let meta = harness_run(&run_dir, &args.image, args.accel)?;
+        let meta = harness_run(&run_dir, &args)?;
         eprintln!(
             "bench: harness run {i}: {} in {:.1}s, prompt at {}",
             meta.outcome.map_or("?", RunOutcome::name),
@@ -85,12 +92,16 @@ fn passed(run: &RunRecord) -> bool {
 
 /// One `vm-test --image IMAGE` run in a child process (exactly what a user runs); returns
 /// its metadata.json.
-fn harness_run(run_dir: &Utf8Path, image: &str, accel: AccelChoice) -> Result<RunRecord> {
+fn harness_run(run_dir: &Utf8Path, args: &Args) -> Result<RunRecord> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let log_path = run_dir.with_extension("log");
     let log = fs_err::File::create(&log_path)?.into_parts().0;
-    let (sh, accel) = (process::shell()?, accel.to_string());
-    let vm_test = cmd!(sh, "{exe} vm-test --image {image} --accel {accel} --run-dir {run_dir}").env("NO_COLOR", "1");
+    let (sh, image, accel, firmware) =
+        (process::shell()?, &args.image, args.accel.to_string(), args.firmware.to_string());
+    let wait = args.bootloader_wait.then_some("--bootloader-wait");
+    let vm_test =
+        cmd!(sh, "{exe} vm-test --image {image} --accel {accel} --firmware {firmware} {wait...} --run-dir {run_dir}")
+            .env("NO_COLOR", "1");
     let status = process::status_logged(vm_test, log).context("running vm-test")?;
     let code = status.code().unwrap_or(-1);
     if code == exit::INFRA as i32 || code == exit::USAGE as i32 || code == exit::INTERRUPTED as i32 {
@@ -118,6 +129,7 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
         memory_mib: q.memory_mib,
         cpus: q.cpus,
         keep: false,
+        firmware: if q.firmware == "uefi" { Firmware::Uefi } else { Firmware::Bios },
     };
     // Dropping the machine kills QEMU and removes the disk and sockets.
     let mut machine = machine::prepare(dir, options)?.start(&dir.join("qemu.stderr.log"))?;

@@ -15,7 +15,8 @@ use crate::vm::login::{self, Credentials};
 use crate::vm::machine::{self, Machine};
 use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
-use crate::vm::qemu::{self, Qemu, Spec};
+use crate::vm::bootmenu::{self, Drive};
+use crate::vm::qemu::{self, Firmware, Qemu, Spec};
 use crate::vm::record::{
     CheckStatus, Image, Milestone, PhaseStatus, QemuInfo, Record, SeenLine, SerialSummary, TimeoutSecs,
 };
@@ -83,6 +84,20 @@ pub struct Args {
     /// Seconds to wait for IPv4 on `lan`; the `LAN IPv4 address:` console line then gets up to min(this, 60) s more
     #[arg(long, value_name = "SECS", default_value_t = 240)]
     pub network_timeout: u64,
+    /// Firmware: bios (SeaBIOS → ISOLINUX) or uefi (OVMF on q35 → GRUB; OVMF from the `ovmf` package)
+    #[arg(long, value_name = "bios|uefi", value_enum, default_value_t = Firmware::Bios)]
+    pub firmware: Firmware,
+    /// Let the bootloader's menu count down (10 s on NixOS) instead of pressing Enter as soon as it shows
+    #[arg(long)]
+    pub bootloader_wait: bool,
+    /// When preflight finds the default entry without console=ttyS0 last, do not edit the entry at
+    /// the menu to boot with it anyway: predict the silence and stop before booting
+    #[arg(long)]
+    pub no_rescue: bool,
+    /// A run the serial rescue saved passes with a warning (exit 0) instead of failing on the image's
+    /// console defect (exit 1)
+    #[arg(long, conflicts_with = "no_rescue")]
+    pub allow_rescue: bool,
 }
 
 /// Every deadline and stall window of a run, derived from the flags in one place.
@@ -217,16 +232,45 @@ fn image_failure(e: anyhow::Error, interrupted: bool) -> Failure {
 /// Everything between the run directory and the summary. `Err` is the verdict.
 fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
     let iso = record_image(args, rec, progress)?;
+    let mut drive = Drive { skip_countdown: !args.bootloader_wait, rescue: None };
+    let mut defect = None;
     if args.skip_preflight {
         rec.note("preflight skipped (--skip-preflight)");
     } else {
-        preflight(&iso, rec, progress)?;
+        defect = preflight(args, &iso, rec, progress, &mut drive)?;
     }
     let (accel, reason) = accelerator(args, progress)?;
     let (mut machine, transcript) = start_qemu(args, &iso, accel, reason, rec, progress)?;
-    let result = session(args, rec, &mut machine, transcript, progress);
+    let result = session(args, &drive, rec, &mut machine, transcript, progress);
     stop_qemu(args, machine, &result, rec);
-    result.map_err(|f| explain_failure(f, &rec.qemu))
+    let rescued_at = result.map_err(|f| explain_failure(f, &rec.qemu))?;
+    match defect {
+        Some(defect) if rescued_at.is_some() => rescued_verdict(args, defect, rec),
+        _ => Ok(()),
+    }
+}
+
+/// The console defect preflight found, which the serial rescue worked around.
+struct ConsoleDefect {
+    finding: &'static str,
+    message: String,
+    fix: String,
+}
+
+/// A run the serial rescue saved still names the image's defect: the image as built leaves
+/// the serial line silent (or half silent), so the run fails (exit 1) unless `--allow-rescue`
+/// makes it a warning.
+fn rescued_verdict(args: &Args, defect: ConsoleDefect, rec: &mut Record) -> Result<(), Failure> {
+    let detail = format!(
+        "the checks passed only because vm-test edited the boot entry at the menu (serial rescue): {} — fix: {}",
+        defect.message, defect.fix
+    );
+    rec.findings.push(Finding::new(defect.finding, 0, &detail).with_source(Source::Harness));
+    if args.allow_rescue {
+        rec.note(&format!("warning (--allow-rescue): {detail}"));
+        return Ok(());
+    }
+    Err(Failure::fail(Phase::Bootloader, defect.finding, format!("{detail} (--allow-rescue makes this a warning)")))
 }
 
 /// A failure to set up QEMU: the host's problem (exit 3), before the guest ran.
@@ -244,18 +288,50 @@ fn record_image(args: &Args, rec: &mut Record, progress: &mut Progress) -> Resul
 }
 
 /// The boot configuration inside the ISO, read before spending a boot on it: warnings are
-/// noted, the first problem that is not a warning is the verdict.
-fn preflight(iso: &Utf8Path, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
-    let pf = crate::vm::preflight::check_iso(iso).map_err(|e| qemu_infra("image-missing", e))?;
+/// noted, the first problem that is not a warning is the verdict. A default entry without
+/// `console=ttyS0` last is rescued at the menu (`drive.rescue`) unless `--no-rescue`: the
+/// defect is returned, for the verdict after the checks.
+fn preflight(
+    args: &Args,
+    iso: &Utf8Path,
+    rec: &mut Record,
+    progress: &mut Progress,
+    drive: &mut Drive,
+) -> Result<Option<ConsoleDefect>, Failure> {
+    let pf = crate::vm::preflight::check_iso(iso, args.firmware).map_err(|e| qemu_infra("image-missing", e))?;
+    let mut defect = None;
+    let mut blocking = None;
     for p in &pf.problems {
+        let console = matches!(p.finding, "serial-silent-after-bootloader" | "console-not-last");
+        if console && !args.no_rescue {
+            let finding = if p.finding == "console-not-last" { "console-not-last" } else { "serial-console-missing" };
+            let note = format!(
+                "preflight [{finding}]: {} — booting anyway with `{}` appended at the menu (serial rescue; --no-rescue turns it off)",
+                p.message,
+                bootmenu::SERIAL_CONSOLE
+            );
+            progress.note(&note);
+            rec.note(&note);
+            drive.rescue = Some(bootmenu::Rescue {
+                append: bootmenu::SERIAL_CONSOLE.to_string(),
+                grub_lines_before_linux: pf.grub_lines_before_linux,
+            });
+            defect = Some(ConsoleDefect { finding, message: p.message.clone(), fix: p.fix.clone() });
+            continue;
+        }
         let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
         progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
         rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
         rec.findings.push(Finding::new(p.finding, 0, &p.message).with_source(Source::Harness));
+        if p.level != Level::Warning {
+            blocking = blocking.or(Some(p));
+        }
     }
-    if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
-        let detail =
-            format!("preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)", p.message, p.fix);
+    if let Some(p) = blocking {
+        let detail = format!(
+            "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
+            p.message, p.fix
+        );
         return Err(match p.level {
             Level::Infra => Failure::infra(Phase::Bootloader, p.finding, detail),
             _ => Failure::fail(Phase::Bootloader, p.finding, detail),
@@ -267,7 +343,7 @@ fn preflight(iso: &Utf8Path, rec: &mut Record, progress: &mut Progress) -> Resul
         pf.config.as_deref().unwrap_or("?"),
         pf.cmdline.as_deref().unwrap_or("?")
     ));
-    Ok(())
+    Ok(defect)
 }
 
 /// `--accel`, or for `auto` the doctor's probe (boots a kernel under KVM, else TCG): the
@@ -306,6 +382,7 @@ fn start_qemu(
         memory_mib,
         cpus: args.cpus,
         keep: args.keep,
+        firmware: args.firmware,
     };
     let prepared = machine::prepare(&rec.dir, options).map_err(|e| qemu_infra("qemu-start-failed", e))?;
     let spec = &prepared.spec;
@@ -315,6 +392,7 @@ fn start_qemu(
         command: spec.command(),
         accel: accel.to_string(),
         accel_reason,
+        firmware: args.firmware.to_string(),
         memory_mib,
         cpus: args.cpus,
         ssh_port: Some(spec.ssh_port),
@@ -335,7 +413,7 @@ fn start_qemu(
 /// QEMU's end, recorded: already gone (poweroff), left running (`--keep`, unless
 /// interrupted), or stopped by the ladder — without waiting for the guest's consent: the run
 /// is over and the scratch disk is thrown away.
-fn stop_qemu(args: &Args, mut machine: Machine, result: &Result<(), Failure>, rec: &mut Record) {
+fn stop_qemu<T>(args: &Args, mut machine: Machine, result: &Result<T, Failure>, rec: &mut Record) {
     machine.close_serial();
     let interrupted = matches!(result, Err(f) if f.outcome == Outcome::Interrupted);
     if args.keep && !interrupted && machine.vm.try_wait().is_none() {
@@ -410,11 +488,12 @@ impl Sink for RunSink<'_> {
 /// progress line, the transcript and the record.
 fn session(
     args: &Args,
+    drive: &Drive,
     rec: &mut Record,
     machine: &mut Machine,
     transcript: Transcript,
     progress: &mut Progress,
-) -> Result<(), Failure> {
+) -> Result<Option<bootmenu::Menu>, Failure> {
     let stream = machine.accept(Duration::from_secs(20)).map_err(|stop| match stop {
         Stop::Interrupted => Failure::interrupted(Phase::Qemu),
         Stop::Eof => Failure::infra(Phase::Qemu, "qemu-start-failed", "QEMU exited before connecting its serial port"),
@@ -434,7 +513,7 @@ fn session(
     guest.serial.watch(checks::LAN_LINE, Regex::new(r"LAN IPv4 address: \d+\.\d+\.\d+\.\d+").expect("regex"));
     guest.step(&started);
 
-    let result = phases(args, &dir, machine, &mut guest);
+    let result = phases(args, drive, &dir, machine, &mut guest);
     // On failure keep reading briefly: the lines right after are often the evidence.
     if let Err(f) = &result {
         if f.outcome == Outcome::Fail && !guest.serial.eof() {
@@ -456,7 +535,14 @@ fn session(
     result
 }
 
-fn phases(args: &Args, dir: &Utf8Path, machine: &mut Machine, guest: &mut Guest) -> Result<(), Failure> {
+/// From QMP's first answer to poweroff; `Ok`: the menu whose entry the serial rescue edited, if any.
+fn phases(
+    args: &Args,
+    drive: &Drive,
+    dir: &Utf8Path,
+    machine: &mut Machine,
+    guest: &mut Guest,
+) -> Result<Option<bootmenu::Menu>, Failure> {
     // qemu: running and answering QMP.
     let mut qmp =
         machine.vm.qmp().map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QMP: {e:#}")))?;
@@ -468,8 +554,8 @@ fn phases(args: &Args, dir: &Utf8Path, machine: &mut Machine, guest: &mut Guest)
 
     let t = Timeouts::from(args);
     let started = machine.vm.started;
-    let greeting = boot::follow(guest, &t.boot, started)?;
-    let user = login::login(guest, greeting, args.login.as_ref(), &t.login)?;
+    let followed = boot::follow(guest, &t.boot, drive, started)?;
+    let user = login::login(guest, followed.greeting, args.login.as_ref(), &t.login)?;
     guest.emit(Event::Milestone(Milestone::Prompt, started.elapsed().as_secs_f64()));
     guest.emit(Event::Note(&format!("logged in as {user}")));
 
@@ -497,7 +583,7 @@ fn phases(args: &Args, dir: &Utf8Path, machine: &mut Machine, guest: &mut Guest)
             c.finding.as_deref().unwrap_or("check-failed"),
             format!("check {} failed: {}", c.name, c.detail),
         )),
-        None => Ok(()),
+        None => Ok(followed.rescued_at),
     }
 }
 

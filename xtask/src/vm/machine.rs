@@ -20,6 +20,7 @@ pub struct Options {
     pub cpus: u32,
     /// QEMU may outlive the harness (`vm-test --keep`): its serial line reconnects.
     pub keep: bool,
+    pub firmware: qemu::Firmware,
 }
 
 /// The scratch disk and the socket paths, before QEMU starts: `spec` is final, so the caller
@@ -37,6 +38,17 @@ pub fn prepare(dir: &Utf8Path, options: Options) -> Result<Prepared> {
     let disk = dir.join("disk.qcow2");
     scratch.files.push(disk.clone());
     qemu::create_disk(&crate::process::shell()?, &disk, "4G")?;
+    let uefi = match options.firmware {
+        qemu::Firmware::Bios => None,
+        qemu::Firmware::Uefi => {
+            // OVMF writes its variables (boot entries) back: each run starts from a fresh copy.
+            let (code, template) = qemu::locate_ovmf()?;
+            let vars = dir.join("OVMF_VARS.fd");
+            fs_err::copy(&template, &vars)?;
+            scratch.files.push(vars.clone());
+            Some(qemu::Uefi { code, vars })
+        }
+    };
     let (sock_dir, temporary) = qemu::socket_dir(dir)?;
     scratch.temp_dir = temporary.then(|| sock_dir.clone());
     scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);
@@ -51,6 +63,7 @@ pub fn prepare(dir: &Utf8Path, options: Options) -> Result<Prepared> {
         qmp_sock: sock_dir.join("qmp.sock"),
         ssh_port: qemu::free_port()?,
         reconnect_serial: options.keep,
+        uefi,
     };
     Ok(Prepared { spec, keep: options.keep, scratch })
 }

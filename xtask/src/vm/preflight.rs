@@ -39,6 +39,9 @@ pub struct Preflight {
     pub config: Option<String>,
     /// The default entry's kernel command line, as written in the config.
     pub cmdline: Option<String>,
+    /// GRUB's default entry: lines of its script above the `linux` line (the serial rescue
+    /// moves the editor's cursor down that far).
+    pub grub_lines_before_linux: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -64,7 +67,7 @@ pub struct Problem {
 
 /// Reads the ISO's boot configuration and checks the default entry's serial console.
 /// A missing or unreadable ISO is an infrastructure error (exit 3).
-pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
+pub fn check_iso(iso: &Utf8Path, firmware: crate::vm::qemu::Firmware) -> Result<Preflight> {
     let mut file = match std::fs::File::open(iso) {
         Ok(f) => f,
         Err(e) => {
@@ -92,13 +95,19 @@ pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
             return Ok(preflight);
         }
     }
-    for path in CONFIG_PATHS {
+    // The firmware decides which bootloader runs: UEFI starts GRUB, BIOS ISOLINUX.
+    let mut paths = CONFIG_PATHS.to_vec();
+    if firmware == crate::vm::qemu::Firmware::Uefi {
+        paths.sort_by_key(|p| !p.ends_with("grub.cfg"));
+    }
+    for path in paths {
         let Some(text) = image.read_file(&mut file, path)? else { continue };
         let text = String::from_utf8_lossy(&text);
         let cmdline =
             if path.ends_with("grub.cfg") { grub_default_cmdline(&text) } else { isolinux_default_cmdline(&text) };
         if let Some(cmdline) = cmdline {
             preflight.config = Some(path.to_string());
+            preflight.grub_lines_before_linux = grub_lines_before_linux(&text);
             preflight.problems = console_problems(&cmdline);
             preflight.cmdline = Some(cmdline);
             return Ok(preflight);
@@ -227,12 +236,7 @@ pub fn isolinux_default_cmdline(cfg: &str) -> Option<String> {
 /// The kernel command line of GRUB's first `linux` line (the default entry unless
 /// `set default=` says otherwise, which we honour for numeric values).
 pub fn grub_default_cmdline(cfg: &str) -> Option<String> {
-    let default_index = cfg
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("set default="))
-        .filter_map(|v| v.trim_matches(|c| c == '"' || c == '\'').parse::<usize>().ok())
-        .next()
-        .unwrap_or(0);
+    let default_index = grub_default_index(cfg);
     let linux_lines: Vec<String> = cfg
         .lines()
         .map(str::trim)
@@ -240,6 +244,36 @@ pub fn grub_default_cmdline(cfg: &str) -> Option<String> {
         .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
         .collect();
     linux_lines.get(default_index).or(linux_lines.first()).cloned()
+}
+
+/// Lines of the default GRUB entry's script above its `linux` line, as GRUB's editor shows
+/// them: its `setparams 'TITLE'` line, then the entry's non-blank lines.
+pub fn grub_lines_before_linux(cfg: &str) -> usize {
+    let default_index = grub_default_index(cfg);
+    let mut entry = 0;
+    let mut lines = cfg.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if !line.starts_with("menuentry ") {
+            continue;
+        }
+        if entry == default_index {
+            let above = lines
+                .take_while(|l| !l.starts_with("linux ") && !l.starts_with("linuxefi ") && *l != "}")
+                .filter(|l| !l.is_empty())
+                .count();
+            return 1 + above;
+        }
+        entry += 1;
+    }
+    1
+}
+
+fn grub_default_index(cfg: &str) -> usize {
+    cfg.lines()
+        .filter_map(|l| l.trim().strip_prefix("set default="))
+        .filter_map(|v| v.trim_matches(|c| c == '"' || c == '\'').parse::<usize>().ok())
+        .next()
+        .unwrap_or(0)
 }
 
 /// The part of an ISO 9660 image we need: the root directory's extent.
@@ -449,7 +483,7 @@ mod tests {
         let tree = tree(dir.path(), &NIXOS_ISOLINUX.replace(" console=ttyS0,115200n8", ""));
         for (name, names) in [("rr.iso", &["-R", "-J"][..]), ("plain.iso", &[][..])] {
             let iso = mkisofs(dir.path(), name, &[names, BIOS_BOOT].concat(), &tree);
-            let pf = check_iso(&iso).unwrap();
+            let pf = check_iso(&iso, crate::vm::qemu::Firmware::Bios).unwrap();
             assert!(pf.boot.as_deref().is_some_and(|b| b.starts_with("El Torito BIOS entry: no emulation")), "{pf:?}");
             assert_eq!(pf.config.as_deref(), Some("isolinux/isolinux.cfg"), "{name}");
             assert!(pf.problems.iter().any(|p| p.level == Level::Fail), "{name}: {pf:?}");
@@ -458,10 +492,10 @@ mod tests {
         // Not an ISO at all, and a missing file: infrastructure errors that say so.
         let bogus = camino::Utf8PathBuf::from_path_buf(dir.path().join("bogus.iso")).unwrap();
         std::fs::write(&bogus, vec![0u8; 100_000]).unwrap();
-        let err = check_iso(&bogus).unwrap_err();
+        let err = check_iso(&bogus, crate::vm::qemu::Firmware::Bios).unwrap_err();
         assert!(format!("{err:#}").contains("not a readable ISO 9660 image"), "{err:#}");
         let missing = camino::Utf8PathBuf::from("/nonexistent/x.iso");
-        let err = check_iso(&missing).unwrap_err();
+        let err = check_iso(&missing, crate::vm::qemu::Firmware::Bios).unwrap_err();
         assert_eq!(err.downcast_ref::<crate::exit::Exit>().unwrap().code, crate::exit::INFRA);
     }
 
@@ -481,7 +515,7 @@ mod tests {
         std::fs::write(tree.join("zzz-boot.img"), vec![0x90u8; 2048]).unwrap();
         let late_boot = ["-b", "zzz-boot.img", "-c", "boot.cat", "-no-emul-boot"];
         let truncated = mkisofs(dir.path(), "truncated.iso", &late_boot, &tree);
-        let image_lba = check_iso(&truncated).unwrap().boot.unwrap();
+        let image_lba = check_iso(&truncated, crate::vm::qemu::Firmware::Bios).unwrap().boot.unwrap();
         let lba: u64 = image_lba.rsplit(' ').next().unwrap().parse().unwrap();
         std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(lba * SECTOR).unwrap();
         let cases = [
@@ -490,7 +524,7 @@ mod tests {
             (truncated, "past the end of the file"),
         ];
         for (iso, why) in cases {
-            let pf = check_iso(&iso).unwrap();
+            let pf = check_iso(&iso, crate::vm::qemu::Firmware::Bios).unwrap();
             assert_eq!(pf.problems.len(), 1, "{iso}: {pf:?}");
             let p = &pf.problems[0];
             assert_eq!((p.level, p.finding), (Level::Infra, "not-bootable"), "{iso}");
@@ -499,6 +533,6 @@ mod tests {
         }
         // The same tree with a BIOS boot image is fine.
         let good = mkisofs(dir.path(), "good.iso", BIOS_BOOT, &tree);
-        assert!(check_iso(&good).unwrap().problems.is_empty());
+        assert!(check_iso(&good, crate::vm::qemu::Firmware::Bios).unwrap().problems.is_empty());
     }
 }
