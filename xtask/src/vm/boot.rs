@@ -81,11 +81,13 @@ pub fn follow(guest: &mut Guest, t: &Timeouts, drive: &Drive, qemu_started: Inst
         .map(|(p, re)| (Marker::Phase(p), re))
         .collect();
         if phase == Phase::Bootloader {
-            markers.push((Marker::Firmware, &*bootmenu::UEFI_MILESTONES));
+            // First: at the same position they win over INIT's `^Welcome to ` (GRUB's welcome).
+            let mut firmware = vec![(Marker::Firmware, &*bootmenu::UEFI_MILESTONES)];
             if !menu_done {
-                markers.push((Marker::Menu(Menu::Isolinux), &*bootmenu::ISOLINUX_MENU));
-                markers.push((Marker::Menu(Menu::Grub), &*bootmenu::GRUB_MENU));
+                firmware.push((Marker::Menu(Menu::Isolinux), &*bootmenu::ISOLINUX_MENU));
+                firmware.push((Marker::Menu(Menu::Grub), &*bootmenu::GRUB_MENU));
             }
+            markers.splice(0..0, firmware);
         }
         let res: Vec<&Regex> = markers.iter().map(|(_, r)| *r).collect();
         let stall = if phase >= Phase::Init { t.init_stall } else { t.stall };
