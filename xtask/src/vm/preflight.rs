@@ -247,7 +247,8 @@ pub fn grub_default_cmdline(cfg: &str) -> Option<String> {
 }
 
 /// Lines of the default GRUB entry's script above its `linux` line, as GRUB's editor shows
-/// them: its `setparams 'TITLE'` line, then the entry's non-blank lines.
+/// them: its `setparams 'TITLE'` line, the rest of the `menuentry … {` line (empty), then the
+/// entry's lines, blank ones included.
 pub fn grub_lines_before_linux(cfg: &str) -> usize {
     let default_index = grub_default_index(cfg);
     let mut entry = 0;
@@ -257,15 +258,12 @@ pub fn grub_lines_before_linux(cfg: &str) -> usize {
             continue;
         }
         if entry == default_index {
-            let above = lines
-                .take_while(|l| !l.starts_with("linux ") && !l.starts_with("linuxefi ") && *l != "}")
-                .filter(|l| !l.is_empty())
-                .count();
-            return 1 + above;
+            let above = lines.take_while(|l| !l.starts_with("linux ") && !l.starts_with("linuxefi ") && *l != "}");
+            return 2 + above.count();
         }
         entry += 1;
     }
-    1
+    2
 }
 
 fn grub_default_index(cfg: &str) -> usize {
