@@ -8,6 +8,7 @@
 use crate::accel::{Accel, AccelChoice};
 use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
+use crate::vm::bootmenu::{self, Drive};
 use crate::vm::checks;
 use crate::vm::events::{Event, Sink};
 use crate::vm::guest::Guest;
@@ -15,7 +16,6 @@ use crate::vm::login::{self, Credentials};
 use crate::vm::machine::{self, Machine};
 use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
-use crate::vm::bootmenu::{self, Drive};
 use crate::vm::qemu::{self, Firmware, Qemu, Spec};
 use crate::vm::record::{
     CheckStatus, Image, Milestone, PhaseStatus, QemuInfo, Record, SeenLine, SerialSummary, TimeoutSecs,
@@ -328,10 +328,8 @@ fn preflight(
         }
     }
     if let Some(p) = blocking {
-        let detail = format!(
-            "preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)",
-            p.message, p.fix
-        );
+        let detail =
+            format!("preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)", p.message, p.fix);
         return Err(match p.level {
             Level::Infra => Failure::infra(Phase::Bootloader, p.finding, detail),
             _ => Failure::fail(Phase::Bootloader, p.finding, detail),

@@ -118,14 +118,14 @@ pub fn follow(guest: &mut Guest, t: &Timeouts, drive: &Drive, qemu_started: Inst
         }
         if std::ptr::eq(re, &*LOGIN_PROMPT) {
             // `nixos login: ` may be the first half of the autologin line, still on its way.
-            let greeting =
-                match guest.serial.expect(&[&*AUTOLOGIN_REST], Wait::new(Duration::from_millis(1500), None)) {
-                    Ok(h) => Greeting::Autologin { user: h.group(1).to_string() },
-                    Err(crate::vm::serial::Stop::Deadline) => Greeting::Prompt,
-                    Err(stop) => {
-                        return Err(Failure::from_stop(Phase::Login, stop, &mut guest.serial, "at the login prompt"))
-                    }
-                };
+            let greeting = match guest.serial.expect(&[&*AUTOLOGIN_REST], Wait::new(Duration::from_millis(1500), None))
+            {
+                Ok(h) => Greeting::Autologin { user: h.group(1).to_string() },
+                Err(crate::vm::serial::Stop::Deadline) => Greeting::Prompt,
+                Err(stop) => {
+                    return Err(Failure::from_stop(Phase::Login, stop, &mut guest.serial, "at the login prompt"))
+                }
+            };
             return Ok(Followed { greeting, rescued_at });
         }
     }

@@ -23,8 +23,7 @@ pub static GRUB_MENU: LazyLock<Regex> = LazyLock::new(|| {
 pub static GRUB_EDITOR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)Minimum Emacs-like screen editing|Ctrl-x\S* to (start|boot)").unwrap());
 /// menu.c32's command-line editor after Tab: `> .linux /boot/bzImage … initrd=/boot/initrd`.
-pub static ISOLINUX_EDITOR: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"> \S*linux \S+|> [^\n]*initrd=").unwrap());
+pub static ISOLINUX_EDITOR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"> \S*linux \S+|> [^\n]*initrd=").unwrap());
 /// The firmware's and GRUB's own lines under UEFI: steps in the bootloader phase.
 pub static UEFI_MILESTONES: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"BdsDxe: (loading|starting) Boot\S+[^\n]*|Welcome to GRUB!").unwrap());
@@ -104,7 +103,8 @@ mod tests {
         assert!(UEFI_MILESTONES.is_match("BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM QM00005 \" from PciRoot(0x0)"));
         assert!(UEFI_MILESTONES.is_match("Welcome to GRUB!"));
         assert!(!ISOLINUX_MENU.is_match("Loading /boot/bzImage... ok"));
-        assert!(ISOLINUX_EDITOR.is_match("Installer  x> .linux /boot/bzImage root=LABEL=x console=tty0 initrd=/boot/initrd"));
+        assert!(ISOLINUX_EDITOR
+            .is_match("Installer  x> .linux /boot/bzImage root=LABEL=x console=tty0 initrd=/boot/initrd"));
     }
 
     #[test]

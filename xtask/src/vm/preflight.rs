@@ -533,4 +533,13 @@ mod tests {
         let good = mkisofs(dir.path(), "good.iso", BIOS_BOOT, &tree);
         assert!(check_iso(&good, crate::vm::qemu::Firmware::Bios).unwrap().problems.is_empty());
     }
+
+    #[test]
+    fn grub_editor_lines_above_linux_follow_the_default_entry() {
+        let fixture = include_str!("../../../scripts/fixture/etc/grub.cfg");
+        // setparams, the empty rest of the `menuentry … {` line, then `linux` itself.
+        assert_eq!(grub_lines_before_linux(fixture), 2);
+        let cfg = "set default=1\nmenuentry 'a' {\n  linux /a\n}\nmenuentry 'b' {\n  insmod gzio\n\n  linux /b\n}\n";
+        assert_eq!(grub_lines_before_linux(cfg), 4);
+    }
 }

@@ -504,6 +504,7 @@ mod tests {
             qmp_sock: "/r,1/qmp.sock".into(),
             ssh_port: 40000,
             reconnect_serial: true,
+            uefi: None,
         };
         let line = spec.command().join(" ");
         for part in ["file=/a,,b/x.iso,", "file=/r,,1/disk.qcow2,", "path=/r,,1/serial.sock,", "path=/r,,1/qmp.sock,"] {
