@@ -17,7 +17,7 @@ use crate::{exit, project, ui};
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
 use serde_json::{json, Value};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 use xshell::cmd;
 
@@ -47,6 +47,9 @@ pub struct Args {
 /// even with the colour and title escapes around them.
 const PROMPT_BYTES: &[u8] = b":~]$";
 const BASELINE_DEADLINE: Duration = Duration::from_secs(180);
+/// Raw bytes of the ISOLINUX and GRUB menus (contiguous in the raw stream): the baseline
+/// presses Enter there too, as vm-test does unless `--bootloader-wait`.
+const MENU_BYTES: [&[u8]; 2] = [b"Press [Tab] to edit options", b"keys to select which entry"];
 
 pub fn run(args: Args) -> Result<u8> {
     if args.runs == 0 {
@@ -70,7 +73,7 @@ pub fn run(args: Args) -> Result<u8> {
             meta.total_seconds.unwrap_or(0.0),
             meta.milestones.prompt.map_or("?".into(), |p| format!("{p:.2}s"))
         );
-        let b = baseline_run(&meta, &dir.join(format!("baseline-{i}")))?;
+        let b = baseline_run(&meta, &dir.join(format!("baseline-{i}")), !args.bootloader_wait)?;
         harness.push(meta);
         eprintln!("bench: baseline run {i}: prompt at {b:.2}s");
         baseline.push(b);
@@ -115,7 +118,7 @@ fn harness_run(run_dir: &Utf8Path, args: &Args) -> Result<RunRecord> {
 /// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
 /// bare reader: seconds from spawn until the prompt bytes arrive. QEMU is started and cleaned
 /// up as vm-test's is (`vm::machine`).
-fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
+fn baseline_run(meta: &RunRecord, dir: &Utf8Path, skip_menu: bool) -> Result<f64> {
     // Its QMP and serial sockets go here: private, like vm-test's run directories.
     project::private_run_dir(dir).with_context(|| format!("creating {dir}"))?;
     let q = &meta.qemu;
@@ -142,6 +145,8 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         let mut seen = Vec::new();
         let mut buf = [0u8; 16384];
+        let mut menu_pending = skip_menu;
+        let keep_bytes = MENU_BYTES.iter().map(|m| m.len()).max().unwrap_or(0).max(PROMPT_BYTES.len());
         while started.elapsed() < BASELINE_DEADLINE {
             match stream.read(&mut buf) {
                 Ok(0) => bail!("QEMU closed the serial line before the prompt"),
@@ -150,7 +155,11 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
                     if seen.windows(PROMPT_BYTES.len()).any(|w| w == PROMPT_BYTES) {
                         return Ok(started.elapsed().as_secs_f64());
                     }
-                    let keep = seen.len().saturating_sub(PROMPT_BYTES.len());
+                    if menu_pending && MENU_BYTES.iter().any(|m| seen.windows(m.len()).any(|w| w == *m)) {
+                        stream.write_all(b"\r")?;
+                        menu_pending = false;
+                    }
+                    let keep = seen.len().saturating_sub(keep_bytes);
                     seen.drain(..keep);
                 }
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
