@@ -510,6 +510,17 @@ mod tests {
         for part in ["file=/a,,b/x.iso,", "file=/r,,1/disk.qcow2,", "path=/r,,1/serial.sock,", "path=/r,,1/qmp.sock,"] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
+        assert!(!line.contains("pflash") && !line.contains("q35"), "{line}");
+        // UEFI: q35, OVMF's code read-only, the run's own (writable) copy of the variables.
+        let uefi = Spec { uefi: Some(Uefi { code: "/fw/CODE.fd".into(), vars: "/r,1/OVMF_VARS.fd".into() }), ..spec };
+        let line = uefi.command().join(" ");
+        for part in [
+            "-machine q35",
+            "-drive if=pflash,format=raw,readonly=on,file=/fw/CODE.fd",
+            "-drive if=pflash,format=raw,file=/r,,1/OVMF_VARS.fd",
+        ] {
+            assert!(line.contains(part), "{part} missing in {line}");
+        }
     }
 
     /// A stand-in QEMU monitor: greets, then answers each command line from `answers`.
