@@ -12,12 +12,13 @@ use crate::accel::{Accel, AccelChoice};
 use crate::process;
 use crate::stats::median;
 use crate::vm::machine;
+use crate::vm::qemu::Firmware;
 use crate::vm::record::{PhaseStatus, RunOutcome, RunRecord};
 use crate::{exit, project, ui};
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
 use serde_json::{json, Value};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::Duration;
 use xshell::cmd;
 
@@ -36,6 +37,12 @@ pub struct Args {
     /// one-CPU guests) at --jobs 1 and at --jobs 2, wall time of each
     #[arg(long)]
     pub matrix: bool,
+    /// Firmware passed to vm-test and used for the baseline
+    #[arg(long, value_name = "bios|uefi", value_enum, default_value_t = Firmware::Bios)]
+    pub firmware: Firmware,
+    /// Pass --bootloader-wait to vm-test (the menu counts down instead of being skipped)
+    #[arg(long)]
+    pub bootloader_wait: bool,
     /// Print the figures as JSON (also written to bench.json in the bench directory)
     #[arg(long)]
     pub json: bool,
@@ -45,6 +52,9 @@ pub struct Args {
 /// even with the colour and title escapes around them.
 const PROMPT_BYTES: &[u8] = b":~]$";
 const BASELINE_DEADLINE: Duration = Duration::from_secs(180);
+/// Raw bytes of the ISOLINUX and GRUB menus (contiguous in the raw stream): the baseline
+/// presses Enter there too, as vm-test does unless `--bootloader-wait`.
+const MENU_BYTES: [&[u8]; 2] = [b"Press [Tab] to edit options", b"keys to select which entry"];
 
 pub fn run(args: Args) -> Result<u8> {
     if args.runs == 0 {
@@ -64,14 +74,14 @@ pub fn run(args: Args) -> Result<u8> {
     let mut baseline = Vec::new();
     for i in 1..=args.runs {
         let run_dir = dir.join(format!("harness-{i}"));
-        let meta = harness_run(&run_dir, &args.image, args.accel)?;
+        let meta = harness_run(&run_dir, &args)?;
         eprintln!(
             "bench: harness run {i}: {} in {:.1}s, prompt at {}",
             meta.outcome.map_or("?", RunOutcome::name),
             meta.total_seconds.unwrap_or(0.0),
             meta.milestones.prompt.map_or("?".into(), |p| format!("{p:.2}s"))
         );
-        let b = baseline_run(&meta, &dir.join(format!("baseline-{i}")))?;
+        let b = baseline_run(&meta, &dir.join(format!("baseline-{i}")), !args.bootloader_wait)?;
         harness.push(meta);
         eprintln!("bench: baseline run {i}: prompt at {b:.2}s");
         baseline.push(b);
@@ -152,12 +162,16 @@ fn passed(run: &RunRecord) -> bool {
 
 /// One `vm-test --image IMAGE` run in a child process (exactly what a user runs); returns
 /// its metadata.json.
-fn harness_run(run_dir: &Utf8Path, image: &str, accel: AccelChoice) -> Result<RunRecord> {
+fn harness_run(run_dir: &Utf8Path, args: &Args) -> Result<RunRecord> {
     let exe = std::env::current_exe().context("locating the xtask binary")?;
     let log_path = run_dir.with_extension("log");
     let log = fs_err::File::create(&log_path)?.into_parts().0;
-    let (sh, accel) = (process::shell()?, accel.to_string());
-    let vm_test = cmd!(sh, "{exe} vm-test --image {image} --accel {accel} --run-dir {run_dir}").env("NO_COLOR", "1");
+    let (sh, image, accel, firmware) =
+        (process::shell()?, &args.image, args.accel.to_string(), args.firmware.to_string());
+    let wait = args.bootloader_wait.then_some("--bootloader-wait");
+    let vm_test =
+        cmd!(sh, "{exe} vm-test --image {image} --accel {accel} --firmware {firmware} {wait...} --run-dir {run_dir}")
+            .env("NO_COLOR", "1");
     let status = process::status_logged(vm_test, log).context("running vm-test")?;
     let code = status.code().unwrap_or(-1);
     if code == exit::INFRA as i32 || code == exit::USAGE as i32 || code == exit::INTERRUPTED as i32 {
@@ -171,7 +185,7 @@ fn harness_run(run_dir: &Utf8Path, image: &str, accel: AccelChoice) -> Result<Ru
 /// QEMU alone, with the harness run's own command line (accel, memory, CPUs, devices) and a
 /// bare reader: seconds from spawn until the prompt bytes arrive. QEMU is started and cleaned
 /// up as vm-test's is (`vm::machine`).
-fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
+fn baseline_run(meta: &RunRecord, dir: &Utf8Path, skip_menu: bool) -> Result<f64> {
     // Its QMP and serial sockets go here: private, like vm-test's run directories.
     project::private_run_dir(dir).with_context(|| format!("creating {dir}"))?;
     let q = &meta.qemu;
@@ -186,6 +200,7 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
         cpus: q.cpus,
         disks: vec![machine::DiskFile::fresh(dir.join("disk.qcow2"), "4G")],
         keep: false,
+        firmware: if q.firmware == "uefi" { Firmware::Uefi } else { Firmware::Bios },
     };
     // Dropping the machine kills QEMU and removes the disk and sockets.
     let mut machine = machine::prepare(dir, options)?.start(&dir.join("qemu.stderr.log"))?;
@@ -198,6 +213,8 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         let mut seen = Vec::new();
         let mut buf = [0u8; 16384];
+        let mut menu_pending = skip_menu;
+        let keep_bytes = MENU_BYTES.iter().map(|m| m.len()).max().unwrap_or(0).max(PROMPT_BYTES.len());
         while started.elapsed() < BASELINE_DEADLINE {
             match stream.read(&mut buf) {
                 Ok(0) => bail!("QEMU closed the serial line before the prompt"),
@@ -206,7 +223,11 @@ fn baseline_run(meta: &RunRecord, dir: &Utf8Path) -> Result<f64> {
                     if seen.windows(PROMPT_BYTES.len()).any(|w| w == PROMPT_BYTES) {
                         return Ok(started.elapsed().as_secs_f64());
                     }
-                    let keep = seen.len().saturating_sub(PROMPT_BYTES.len());
+                    if menu_pending && MENU_BYTES.iter().any(|m| seen.windows(m.len()).any(|w| w == *m)) {
+                        stream.write_all(b"\r")?;
+                        menu_pending = false;
+                    }
+                    let keep = seen.len().saturating_sub(keep_bytes);
                     seen.drain(..keep);
                 }
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}

@@ -210,7 +210,7 @@ macro_rules! sig {
     };
 }
 
-static CATALOGUE: [Signature; 49] = [
+static CATALOGUE: [Signature; 50] = [
     sig!("qemu-start-failed", Qemu, Failure, "QEMU's stderr (`qemu-system-x86_64: ...` before any guest output) or the harness",
         "QEMU refused to start: a bad option, a missing or locked disk image (`Failed to get \"write\" lock` = another QEMU uses it), a taken host-forwarding port, or an unusable accelerator.",
         "Read qemu.stderr.log; make sure no other QEMU uses the disk or port (`ps -ef | grep qemu`), give each VM its own disk and port, and try `--accel tcg`."),
@@ -229,6 +229,9 @@ static CATALOGUE: [Signature; 49] = [
     sig!("serial-silent-after-bootloader", Bootloader, Failure, SERIAL,
         "The bootloader loaded the kernel and initrd (`Loading /boot/initrd...ok`) and then the serial line went silent: the kernel console is not on the serial port (APPEND lacks `console=ttyS0,115200`), or a NixOS kernel with `loglevel=4` and `console=tty0` last is still booting (silent for 90-270 s under TCG).",
         "Put `console=ttyS0,115200n8` LAST in `boot.kernelParams` (it becomes /dev/console); meanwhile wait longer before concluding a hang, and take a VGA screendump (`screendump` via QMP) to see tty0."),
+    sig!("serial-console-missing", Bootloader, Failure, "preflight (the default entry's kernel command line in isolinux.cfg / grub.cfg) after a serial rescue",
+        "The image's default boot entry has no `console=ttyS0`: booted as built, the serial line goes silent after the bootloader. vm-test booted it anyway by appending `console=ttyS0,115200n8` at the menu (serial rescue), so the checks ran, but the image itself is not fixed.",
+        "Set `boot.kernelParams = [ \"console=tty0\" \"console=ttyS0,115200n8\" ];` (ttyS0 last). `--allow-rescue` makes a rescued run a warning; `--no-rescue` stops before booting."),
     sig!("console-not-last", Kernel, Failure, "the kernel command line (`Kernel command line: ... console=ttyS0 console=tty0`)",
         "`console=ttyS0` is not the last `console=` argument, so /dev/console is not the serial port: stage 1/2, systemd status and console broadcasts go to tty0 and the serial line looks hung.",
         "Order the kernel parameters `console=tty0 console=ttyS0,115200n8` (ttyS0 last)."),
@@ -1512,6 +1515,7 @@ nixos login: nixos (automatic login)
             "qemu-start-failed",
             "qemu-exited",
             "serial-silent-after-bootloader",
+            "serial-console-missing",
             "console-not-last",
             "kernel-panic",
             "emergency-mode",

@@ -8,6 +8,7 @@
 use crate::accel::{Accel, AccelChoice};
 use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
+use crate::vm::bootmenu::{self, Drive};
 use crate::vm::checks;
 use crate::vm::disks::{self, Expect, Scenario};
 use crate::vm::events::{Event, Sink};
@@ -16,7 +17,7 @@ use crate::vm::login::{self, Credentials};
 use crate::vm::machine::{self, DiskFile, Machine};
 use crate::vm::preflight::Level;
 use crate::vm::progress::Progress;
-use crate::vm::qemu::{self, Qemu, Spec};
+use crate::vm::qemu::{self, Firmware, Qemu, Spec};
 use crate::vm::record::{
     CheckStatus, Image, Milestone, PhaseStatus, QemuInfo, Record, SeenLine, SerialSummary, TimeoutSecs,
 };
@@ -61,9 +62,10 @@ pub struct Args {
     /// checks require for them. A comma list with --matrix
     #[arg(long, value_name = "blank|none|existing|two", value_enum, value_delimiter = ',', default_value = "blank")]
     pub disk: Vec<Scenario>,
-    /// Firmware (only `bios` in this build). A comma list with --matrix
-    #[arg(long, value_name = "bios", value_delimiter = ',', default_value = "bios")]
-    pub firmware: Vec<String>,
+    /// Firmware: bios (SeaBIOS → ISOLINUX) or uefi (OVMF on q35 → GRUB; OVMF from the `ovmf`
+    /// package). A comma list with --matrix
+    #[arg(long, value_name = "bios|uefi", value_enum, value_delimiter = ',', default_value = "bios")]
+    pub firmware: Vec<Firmware>,
     /// Run every combination of the comma lists given to --image, --firmware and --disk, each
     /// cell a vm-test of its own (own run directory, sockets, disks, port), --jobs at a time;
     /// one summary table and one junit.xml
@@ -120,6 +122,17 @@ pub struct Args {
     /// --keep). Needs a terminal on stdin
     #[arg(long)]
     pub interact_on_failure: bool,
+    /// Let the bootloader's menu count down (10 s on NixOS) instead of pressing Enter as soon as it shows
+    #[arg(long)]
+    pub bootloader_wait: bool,
+    /// When preflight finds the default entry without console=ttyS0 last, do not edit the entry at
+    /// the menu to boot with it anyway: predict the silence and stop before booting
+    #[arg(long)]
+    pub no_rescue: bool,
+    /// A run the serial rescue saved passes with a warning (exit 0) instead of failing on the image's
+    /// console defect (exit 1)
+    #[arg(long, conflicts_with = "no_rescue")]
+    pub allow_rescue: bool,
 }
 
 /// Every deadline and stall window of a run, derived from the flags in one place.
@@ -173,7 +186,7 @@ pub fn run(mut args: Args) -> Result<u8> {
         args.run.extend(commands);
     }
     let disk = *single(&args.disk, "--disk")?;
-    check_firmware(single(&args.firmware, "--firmware")?)?;
+    single(&args.firmware, "--firmware")?;
     if args.keep && disk == Scenario::Existing {
         return Err(exit::usage("--keep with --disk existing: keep the second boot's VM by hand; drop --keep"));
     }
@@ -250,14 +263,6 @@ fn single<'a, T: std::fmt::Debug>(values: &'a [T], flag: &str) -> Result<&'a T> 
     }
 }
 
-/// The firmwares this build can boot: BIOS only (SeaBIOS, QEMU's default).
-pub fn check_firmware(firmware: &str) -> Result<()> {
-    if firmware != "bios" {
-        return Err(exit::usage(format!("--firmware {firmware}: this build boots `bios` only")));
-    }
-    Ok(())
-}
-
 fn archive(dir: &Utf8Path) {
     match crate::archive_logs::archive(dir, false) {
         Ok(_) => eprintln!("vm-test: archived {dir} under docs/ (boot-logs, test-reports)"),
@@ -301,28 +306,32 @@ fn image_failure(e: anyhow::Error, interrupted: bool) -> Failure {
 /// Everything between the run directory and the summary. `Err` is the verdict.
 fn drive(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
     let iso = record_image(args, rec, progress)?;
+    let mut menu = Drive { skip_countdown: !args.bootloader_wait, rescue: None };
+    let mut defect = None;
     if args.skip_preflight {
         rec.note("preflight skipped (--skip-preflight)");
     } else {
-        preflight(&iso, rec, progress)?;
+        defect = preflight(args, &iso, rec, progress, &mut menu)?;
     }
     let (accel, reason) = accelerator(args, progress)?;
     let scenario = args.disk[0];
     rec.note(&format!("disk scenario {scenario}: pre-nixos must reach {}", describe(scenario.expect())));
     if scenario != Scenario::Existing {
         let boot = Boot { disks: scenario.files(&rec.dir, None), expect: scenario.expect(), keep: args.keep };
-        return boot_once(args, &boot, &iso, accel, reason, rec, progress);
+        let rescued = boot_once(args, &boot, &menu, &iso, accel, reason, rec, progress)?;
+        return rescued_verdict(args, defect, rescued, rec);
     }
     // existing: a first boot provisions a disk, the run proper boots it again.
     let disk = disks::existing_disk(&rec.dir);
-    let result = first_boot(args, &disk, &iso, accel, &reason, rec, progress).and_then(|before| {
+    let result = first_boot(args, &menu, &disk, &iso, accel, &reason, rec, progress).and_then(|before| {
         let boot =
             Boot { disks: Scenario::Existing.files(&rec.dir, Some(&disk)), expect: scenario.expect(), keep: false };
-        boot_once(args, &boot, &iso, accel, reason, rec, progress)?;
-        disk_unchanged(&disk, &before, rec)
+        let rescued = boot_once(args, &boot, &menu, &iso, accel, reason, rec, progress)?;
+        disk_unchanged(&disk, &before, rec)?;
+        Ok(rescued)
     });
     let _ = std::fs::remove_file(&disk);
-    result
+    rescued_verdict(args, defect, result?, rec)
 }
 
 /// What one boot attaches and expects.
@@ -337,18 +346,21 @@ fn describe(e: Expect) -> String {
     format!("STATE={} DETAIL={}, {vg}", e.state, e.detail)
 }
 
-/// QEMU started, the session, QEMU stopped: one boot of the image.
+/// QEMU started, the session, QEMU stopped: one boot of the image. `Ok`: the menu whose
+/// entry the serial rescue edited, if any.
+#[allow(clippy::too_many_arguments)]
 fn boot_once(
     args: &Args,
     boot: &Boot,
+    menu: &Drive,
     iso: &Utf8Path,
     accel: Accel,
     reason: String,
     rec: &mut Record,
     progress: &mut Progress,
-) -> Result<(), Failure> {
+) -> Result<Option<bootmenu::Menu>, Failure> {
     let (mut machine, transcript) = start_qemu(args, boot, iso, accel, reason, rec, progress)?;
-    let result = session(args, boot, rec, &mut machine, transcript, progress);
+    let result = session(args, boot, menu, rec, &mut machine, transcript, progress);
     // A failed run handed to the user (--interact-on-failure) stays up like a kept one.
     let hand_over = args.interact_on_failure && result.is_err();
     stop_qemu(boot.keep || hand_over, boot.keep, machine, &result, rec);
@@ -358,8 +370,10 @@ fn boot_once(
 
 /// `--disk existing`, first boot: the same image on a fresh disk, recorded as a run of its own
 /// in `first-boot/`, must provision it (applied); the disk's SHA-256 afterwards.
+#[allow(clippy::too_many_arguments)]
 fn first_boot(
     args: &Args,
+    menu: &Drive,
     disk: &Utf8Path,
     iso: &Utf8Path,
     accel: Accel,
@@ -377,7 +391,7 @@ fn first_boot(
     first.image = rec.image.clone();
     let boot =
         Boot { disks: vec![DiskFile::existing(disk.to_path_buf())], expect: Scenario::Blank.expect(), keep: false };
-    let result = boot_once(args, &boot, iso, accel, reason.to_string(), &mut first, progress);
+    let result = boot_once(args, &boot, menu, iso, accel, reason.to_string(), &mut first, progress).map(|_| ());
     if let Err(f) = &result {
         first.failure = Some(f.clone());
     }
@@ -419,6 +433,35 @@ fn disk_unchanged(disk: &Utf8Path, before: &str, rec: &mut Record) -> Result<(),
     }
 }
 
+/// The console defect preflight found, which the serial rescue worked around.
+struct ConsoleDefect {
+    finding: &'static str,
+    message: String,
+    fix: String,
+}
+
+/// A run the serial rescue saved still names the image's defect: the image as built leaves
+/// the serial line silent (or half silent), so the run fails (exit 1) unless `--allow-rescue`
+/// makes it a warning.
+fn rescued_verdict(
+    args: &Args,
+    defect: Option<ConsoleDefect>,
+    rescued: Option<bootmenu::Menu>,
+    rec: &mut Record,
+) -> Result<(), Failure> {
+    let (Some(defect), Some(_)) = (defect, rescued) else { return Ok(()) };
+    let detail = format!(
+        "the checks passed only because vm-test edited the boot entry at the menu (serial rescue): {} — fix: {}",
+        defect.message, defect.fix
+    );
+    rec.findings.push(Finding::new(defect.finding, 0, &detail).with_source(Source::Harness));
+    if args.allow_rescue {
+        rec.note(&format!("warning (--allow-rescue): {detail}"));
+        return Ok(());
+    }
+    Err(Failure::fail(Phase::Bootloader, defect.finding, format!("{detail} (--allow-rescue makes this a warning)")))
+}
+
 /// A failure to set up QEMU: the host's problem (exit 3), before the guest ran.
 fn qemu_infra(finding: &str, e: anyhow::Error) -> Failure {
     Failure::infra(Phase::Qemu, finding, format!("{e:#}"))
@@ -434,16 +477,46 @@ fn record_image(args: &Args, rec: &mut Record, progress: &mut Progress) -> Resul
 }
 
 /// The boot configuration inside the ISO, read before spending a boot on it: warnings are
-/// noted, the first problem that is not a warning is the verdict.
-fn preflight(iso: &Utf8Path, rec: &mut Record, progress: &mut Progress) -> Result<(), Failure> {
-    let pf = crate::vm::preflight::check_iso(iso).map_err(|e| qemu_infra("image-missing", e))?;
+/// noted, the first problem that is not a warning is the verdict. A default entry without
+/// `console=ttyS0` last is rescued at the menu (`drive.rescue`) unless `--no-rescue`: the
+/// defect is returned, for the verdict after the checks.
+fn preflight(
+    args: &Args,
+    iso: &Utf8Path,
+    rec: &mut Record,
+    progress: &mut Progress,
+    drive: &mut Drive,
+) -> Result<Option<ConsoleDefect>, Failure> {
+    let pf = crate::vm::preflight::check_iso(iso, args.firmware[0]).map_err(|e| qemu_infra("image-missing", e))?;
+    let mut defect = None;
+    let mut blocking = None;
     for p in &pf.problems {
+        let console = matches!(p.finding, "serial-silent-after-bootloader" | "console-not-last");
+        if console && !args.no_rescue {
+            let finding = if p.finding == "console-not-last" { "console-not-last" } else { "serial-console-missing" };
+            let note = format!(
+                "preflight [{finding}]: {} — booting anyway with `{}` appended at the menu (serial rescue; --no-rescue turns it off)",
+                p.message,
+                bootmenu::SERIAL_CONSOLE
+            );
+            progress.note(&note);
+            rec.note(&note);
+            drive.rescue = Some(bootmenu::Rescue {
+                append: bootmenu::SERIAL_CONSOLE.to_string(),
+                grub_lines_before_linux: pf.grub_lines_before_linux,
+            });
+            defect = Some(ConsoleDefect { finding, message: p.message.clone(), fix: p.fix.clone() });
+            continue;
+        }
         let level = if p.level == Level::Warning { "warning" } else { "FAIL" };
         progress.note(&format!("preflight {level}: {} — fix: {}", p.message, p.fix));
         rec.note(&format!("preflight {level} [{}]: {} — fix: {}", p.finding, p.message, p.fix));
         rec.findings.push(Finding::new(p.finding, 0, &p.message).with_source(Source::Harness));
+        if p.level != Level::Warning {
+            blocking = blocking.or(Some(p));
+        }
     }
-    if let Some(p) = pf.problems.iter().find(|p| p.level != Level::Warning) {
+    if let Some(p) = blocking {
         let detail =
             format!("preflight (before boot): {} — fix: {} (use --skip-preflight to boot anyway)", p.message, p.fix);
         return Err(match p.level {
@@ -457,7 +530,7 @@ fn preflight(iso: &Utf8Path, rec: &mut Record, progress: &mut Progress) -> Resul
         pf.config.as_deref().unwrap_or("?"),
         pf.cmdline.as_deref().unwrap_or("?")
     ));
-    Ok(())
+    Ok(defect)
 }
 
 /// `--accel`, or for `auto` the doctor's probe (boots a kernel under KVM, else TCG): the
@@ -500,6 +573,7 @@ fn start_qemu(
         // A failed run may be handed to the user (--interact-on-failure): QEMU must be able to
         // outlive this wait and reconnect its serial line, as with --keep.
         keep: boot.keep || args.interact_on_failure,
+        firmware: args.firmware[0],
     };
     let prepared = machine::prepare(&rec.dir, options).map_err(|e| qemu_infra("qemu-start-failed", e))?;
     let spec = &prepared.spec;
@@ -509,6 +583,7 @@ fn start_qemu(
         command: spec.command(),
         accel: accel.to_string(),
         accel_reason,
+        firmware: args.firmware[0].to_string(),
         memory_mib,
         cpus: args.cpus,
         ssh_port: Some(spec.ssh_port),
@@ -531,7 +606,7 @@ fn start_qemu(
 /// is over and the scratch disk is thrown away.
 /// `keep`: leave QEMU running (`--keep`, or a failed run to hand over); `announce`: print how
 /// to attach (only `--keep`: a hand-over attaches by itself).
-fn stop_qemu(keep: bool, announce: bool, mut machine: Machine, result: &Result<(), Failure>, rec: &mut Record) {
+fn stop_qemu<T>(keep: bool, announce: bool, mut machine: Machine, result: &Result<T, Failure>, rec: &mut Record) {
     machine.close_serial();
     let interrupted = matches!(result, Err(f) if f.outcome == Outcome::Interrupted);
     if keep && !interrupted && machine.vm.try_wait().is_none() {
@@ -609,11 +684,12 @@ impl Sink for RunSink<'_> {
 fn session(
     args: &Args,
     boot: &Boot,
+    menu: &Drive,
     rec: &mut Record,
     machine: &mut Machine,
     transcript: Transcript,
     progress: &mut Progress,
-) -> Result<(), Failure> {
+) -> Result<Option<bootmenu::Menu>, Failure> {
     let stream = machine.accept(Duration::from_secs(20)).map_err(|stop| match stop {
         Stop::Interrupted => Failure::interrupted(Phase::Qemu),
         Stop::Eof => Failure::infra(Phase::Qemu, "qemu-start-failed", "QEMU exited before connecting its serial port"),
@@ -640,7 +716,7 @@ fn session(
         _ => None,
     };
     let mut shots = Vec::new();
-    let result = phases(args, boot, &dir, machine, &mut guest, &mut shots);
+    let result = phases(args, boot, menu, &dir, machine, &mut guest, &mut shots);
     // On failure keep reading briefly: the lines right after are often the evidence.
     if let Err(f) = &result {
         if f.outcome == Outcome::Fail && !guest.serial.eof() {
@@ -704,14 +780,16 @@ fn read_screen(mut f: Failure, rec: &mut Record) -> Failure {
 
 /// The guest's phases from QEMU up to poweroff. A failed check does not stop them, so its
 /// screenshot goes into `shots` before the guest powers off.
+/// `Ok`: the menu whose entry the serial rescue edited, if any.
 fn phases(
     args: &Args,
     boot: &Boot,
+    drive: &Drive,
     dir: &Utf8Path,
     machine: &mut Machine,
     guest: &mut Guest,
     shots: &mut Vec<crate::vm::record::Screen>,
-) -> Result<(), Failure> {
+) -> Result<Option<bootmenu::Menu>, Failure> {
     // qemu: running and answering QMP.
     let mut qmp =
         machine.vm.qmp().map_err(|e| Failure::infra(Phase::Qemu, "qemu-start-failed", format!("QMP: {e:#}")))?;
@@ -723,8 +801,8 @@ fn phases(
 
     let t = Timeouts::from(args);
     let started = machine.vm.started;
-    let greeting = boot::follow(guest, &t.boot, started)?;
-    let user = login::login(guest, greeting, args.login.as_ref(), &t.login)?;
+    let followed = boot::follow(guest, &t.boot, drive, started)?;
+    let user = login::login(guest, followed.greeting, args.login.as_ref(), &t.login)?;
     guest.emit(Event::Milestone(Milestone::Prompt, started.elapsed().as_secs_f64()));
     guest.emit(Event::Note(&format!("logged in as {user}")));
 
@@ -760,7 +838,7 @@ fn phases(
             c.finding.as_deref().unwrap_or("check-failed"),
             format!("check {} failed: {}", c.name, c.detail),
         )),
-        None => Ok(()),
+        None => Ok(followed.rescued_at),
     }
 }
 

@@ -230,13 +230,17 @@ fn fixture_passes_end_to_end() {
     let prompt = run.meta["milestones"]["prompt"].as_f64().unwrap();
     assert!(prompt > 0.0 && prompt < run.meta["milestones"]["root"].as_f64().unwrap());
     assert!(run.meta["harness"]["cpu_seconds"].as_f64().is_some());
+    // Enter at the ISOLINUX menu: its 10 s countdown never ran out.
+    assert!(sent(&run).iter().any(|s| s.starts_with("Enter at the ISOLINUX menu")), "{:?}", sent(&run));
+    let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
+    assert!(!serial.contains("Automatic boot in 1 second"), "the countdown ran out");
     assert_record_complete(&run);
 }
 
 #[test]
 fn no_serial_console_is_named_before_boot() {
     let Some(_vm) = tools("no_serial_console_is_named_before_boot") else { return };
-    let run = vm_test(&["--image", "fixture:no-serial-console", "--accel", "tcg"]);
+    let run = vm_test(&["--image", "fixture:no-serial-console", "--accel", "tcg", "--no-rescue"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(finding(&run), "serial-silent-after-bootloader");
     assert!(run.meta["qemu"]["pid"].is_null(), "QEMU must not start");
@@ -639,7 +643,15 @@ fn systemd_emergency_mode_is_named_at_once() {
 #[test]
 fn systemd_console_not_last_is_named() {
     let Some(_vm) = systemd_tools("systemd_console_not_last") else { return };
-    let run = vm_test(&["--image", "fixture-systemd:console-not-last", "--accel", "tcg", "--network-timeout", "20"]);
+    let run = vm_test(&[
+        "--image",
+        "fixture-systemd:console-not-last",
+        "--accel",
+        "tcg",
+        "--network-timeout",
+        "20",
+        "--no-rescue",
+    ]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(finding(&run), "console-not-last", "{}", run.stdout);
     // The login still reached serial (a getty runs on every console); the checks ran.
@@ -716,5 +728,92 @@ fn own_commands_run_as_root_and_are_recorded_as_testcases() {
     assert!(junit.contains("<system-out>exit 0\nown-42"), "{junit}");
     let transcript = std::fs::read_to_string(run.dir.join("transcript.log")).unwrap();
     assert!(transcript.contains("own-42"), "output in the transcript");
+    assert_record_complete(&run);
+}
+
+// ---- The bootloader driven: menu skip, serial rescue, UEFI ----
+
+/// What the transcript says the harness sent.
+fn sent(run: &Run) -> Vec<String> {
+    let transcript = std::fs::read_to_string(run.dir.join("transcript.log")).unwrap_or_default();
+    transcript.lines().filter_map(|l| l.split_once("] send: ").map(|(_, s)| s.to_string())).collect()
+}
+
+fn require_ovmf() {
+    assert!(
+        std::path::Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists(),
+        "OVMF missing: run scripts/install-deps.sh (package ovmf)"
+    );
+}
+
+#[test]
+fn busybox_fixture_passes_under_uefi_through_grub() {
+    let Some(_vm) = tools("busybox_fixture_passes_under_uefi") else { return };
+    require_ovmf();
+    let run = vm_test(&["--image", "fixture", "--accel", "tcg", "--firmware", "uefi"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.meta["qemu"]["firmware"], "uefi");
+    let command = run.meta["qemu"]["command"].as_array().unwrap();
+    assert!(command.iter().any(|a| a.as_str().is_some_and(|a| a.contains("if=pflash,format=raw,readonly=on"))));
+    // The firmware's own lines, then GRUB's menu skipped at once.
+    let transcript = std::fs::read_to_string(run.dir.join("transcript.log")).unwrap();
+    assert!(transcript.contains("firmware: BdsDxe: loading Boot"), "{transcript}");
+    assert!(transcript.contains("firmware: Welcome to GRUB!"), "{transcript}");
+    assert!(sent(&run).iter().any(|s| s.starts_with("Enter at the GRUB menu")), "{transcript}");
+    // The run's copy of the UEFI variables is scratch, gone with the disk.
+    assert!(!run.dir.join("OVMF_VARS.fd").exists());
+    assert_record_complete(&run);
+}
+
+#[test]
+fn systemd_fixture_passes_under_uefi() {
+    let Some(_vm) = systemd_tools("systemd_fixture_passes_under_uefi") else { return };
+    require_ovmf();
+    let run = vm_test(&["--image", "fixture-systemd", "--accel", "tcg", "--firmware", "uefi"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    for c in run.meta["checks"].as_array().unwrap() {
+        assert_eq!(c["status"], "pass", "{c}");
+    }
+    assert!(sent(&run).iter().any(|s| s.starts_with("Enter at the GRUB menu")), "{:?}", sent(&run));
+    assert_record_complete(&run);
+}
+
+#[test]
+fn no_serial_console_is_rescued_under_bios_and_still_fails_on_the_defect() {
+    let Some(_vm) = tools("no_serial_console_is_rescued") else { return };
+    let run = vm_test(&["--image", "fixture:no-serial-console", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(finding(&run), "serial-console-missing", "{}", run.stdout);
+    // The checks ran and passed on the rescued boot.
+    for c in run.meta["checks"].as_array().unwrap() {
+        assert!(c["status"] == "pass" || c["status"] == "skip", "{c}");
+    }
+    assert_eq!(check(&run, "storage-status")["status"], "pass");
+    let notes = run.meta["notes"].to_string();
+    assert!(notes.contains("serial rescue: ISOLINUX default entry edited"), "{notes}");
+    assert!(run.meta["verdict"]["detail"].as_str().unwrap().contains("boot.kernelParams"), "{}", run.meta["verdict"]);
+    let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
+    assert!(serial.contains("console=tty0 initrd=/boot/initrd console=ttyS0,115200n8"), "the kernel got no rescue");
+    assert_record_complete(&run);
+}
+
+#[test]
+fn console_not_last_is_rescued_under_uefi_and_allow_rescue_makes_it_a_warning() {
+    let Some(_vm) = tools("console_not_last_is_rescued") else { return };
+    require_ovmf();
+    let run =
+        vm_test(&["--image", "fixture:console-not-last", "--accel", "tcg", "--firmware", "uefi", "--allow-rescue"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(run.meta["verdict"].is_null());
+    for c in run.meta["checks"].as_array().unwrap() {
+        assert!(c["status"] == "pass" || c["status"] == "skip", "{c}");
+    }
+    // GRUB's editor was driven: the console appended to the linux line, last.
+    let serial = std::fs::read_to_string(run.dir.join("serial.txt")).unwrap();
+    assert!(serial.contains("console=ttyS0,115200n8 console=tty0 console=ttyS0,115200n8"), "the kernel got no rescue");
+    // The defect is still on record.
+    let findings = run.meta["findings"].to_string();
+    assert!(findings.contains("console-not-last"), "{findings}");
+    assert!(run.meta["notes"].to_string().contains("warning (--allow-rescue)"), "{}", run.meta["notes"]);
     assert_record_complete(&run);
 }

@@ -282,18 +282,8 @@ fn tcg(_: &Ctx) -> Verdict {
     }
 }
 
-/// Where distributions put OVMF (code, vars), most specific first.
-const OVMF: &[(&str, &str)] = &[
-    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
-    ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
-    ("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd", "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd"),
-    ("/usr/share/qemu/OVMF.fd", ""),
-];
-
 fn ovmf(_: &Ctx) -> Verdict {
-    for (code, vars) in OVMF {
+    for (code, vars) in crate::vm::qemu::OVMF {
         if Utf8Path::new(code).is_file() {
             let vars =
                 if !vars.is_empty() && Utf8Path::new(vars).is_file() { format!(" + {vars}") } else { String::new() };

@@ -22,6 +22,7 @@ pub struct Options {
     pub disks: Vec<DiskFile>,
     /// QEMU may outlive the harness (`vm-test --keep`): its serial line reconnects.
     pub keep: bool,
+    pub firmware: qemu::Firmware,
 }
 
 /// A disk for the VM: a fresh sparse qcow2 of `size` (scratch: removed at the end), or, with
@@ -59,6 +60,17 @@ pub fn prepare(dir: &Utf8Path, options: Options) -> Result<Prepared> {
             qemu::create_disk(&sh, &disk.path, size)?;
         }
     }
+    let uefi = match options.firmware {
+        qemu::Firmware::Bios => None,
+        qemu::Firmware::Uefi => {
+            // OVMF writes its variables (boot entries) back: each run starts from a fresh copy.
+            let (code, template) = qemu::locate_ovmf()?;
+            let vars = dir.join("OVMF_VARS.fd");
+            fs_err::copy(&template, &vars)?;
+            scratch.files.push(vars.clone());
+            Some(qemu::Uefi { code, vars })
+        }
+    };
     let (sock_dir, temporary) = qemu::socket_dir(dir)?;
     scratch.temp_dir = temporary.then(|| sock_dir.clone());
     scratch.files.extend([sock_dir.join("serial.sock"), sock_dir.join("qmp.sock")]);
@@ -73,6 +85,7 @@ pub fn prepare(dir: &Utf8Path, options: Options) -> Result<Prepared> {
         qmp_sock: sock_dir.join("qmp.sock"),
         ssh_port: qemu::free_port()?,
         reconnect_serial: options.keep,
+        uefi,
     };
     Ok(Prepared { spec, keep: options.keep, scratch })
 }

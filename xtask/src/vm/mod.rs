@@ -3,6 +3,7 @@
 //! The layers report what happens as `events`; the verb that drives them decides who listens.
 
 pub mod boot;
+pub mod bootmenu;
 pub mod checks;
 pub mod disks;
 pub mod events;

@@ -16,7 +16,7 @@
 
 use anyhow::{bail, Context, Result};
 use camino::Utf8Path;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 const SECTOR: u64 = 2048;
 
@@ -39,6 +39,9 @@ pub struct Preflight {
     pub config: Option<String>,
     /// The default entry's kernel command line, as written in the config.
     pub cmdline: Option<String>,
+    /// GRUB's default entry: lines of its script above the `linux` line (the serial rescue
+    /// moves the editor's cursor down that far).
+    pub grub_lines_before_linux: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -64,7 +67,7 @@ pub struct Problem {
 
 /// Reads the ISO's boot configuration and checks the default entry's serial console.
 /// A missing or unreadable ISO is an infrastructure error (exit 3).
-pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
+pub fn check_iso(iso: &Utf8Path, firmware: crate::vm::qemu::Firmware) -> Result<Preflight> {
     let mut file = match std::fs::File::open(iso) {
         Ok(f) => f,
         Err(e) => {
@@ -92,13 +95,35 @@ pub fn check_iso(iso: &Utf8Path) -> Result<Preflight> {
             return Ok(preflight);
         }
     }
-    for path in CONFIG_PATHS {
-        let Some(text) = image.read_file(&mut file, path)? else { continue };
+    // The firmware decides which bootloader runs: UEFI starts GRUB, BIOS ISOLINUX.
+    let mut paths = CONFIG_PATHS.to_vec();
+    if firmware == crate::vm::qemu::Firmware::Uefi {
+        paths.sort_by_key(|p| !p.ends_with("grub.cfg"));
+    }
+    // Under UEFI, GRUB may read a grub.cfg that only the El Torito EFI image holds.
+    let efi_cfg = if firmware == crate::vm::qemu::Firmware::Uefi { efi_image_grub_cfg(&mut file, len) } else { None };
+    for path in paths {
+        let text = match (path, &efi_cfg) {
+            // After the ISO's own grub.cfg files, before ISOLINUX's.
+            (p, Some((efi_path, text))) if !p.ends_with("grub.cfg") && preflight.config.is_none() => {
+                if let Some(cmdline) = grub_default_cmdline(text) {
+                    preflight.config = Some(efi_path.clone());
+                    preflight.grub_lines_before_linux = grub_lines_before_linux(text);
+                    preflight.problems = console_problems(&cmdline);
+                    preflight.cmdline = Some(cmdline);
+                    return Ok(preflight);
+                }
+                continue;
+            }
+            _ => image.read_file(&mut file, path)?,
+        };
+        let Some(text) = text else { continue };
         let text = String::from_utf8_lossy(&text);
         let cmdline =
             if path.ends_with("grub.cfg") { grub_default_cmdline(&text) } else { isolinux_default_cmdline(&text) };
         if let Some(cmdline) = cmdline {
             preflight.config = Some(path.to_string());
+            preflight.grub_lines_before_linux = grub_lines_before_linux(&text);
             preflight.problems = console_problems(&cmdline);
             preflight.cmdline = Some(cmdline);
             return Ok(preflight);
@@ -192,6 +217,78 @@ fn bios_boot_entry<R: Read + Seek>(r: &mut R, len: u64) -> Result<String, String
     Ok(format!("El Torito BIOS entry: {media}, {sectors} sectors at LBA {image}"))
 }
 
+/// `EFI/boot/grub.cfg` inside the El Torito EFI image (a FAT file system): the image is
+/// copied out of the ISO to a temporary file and read with mtools' `mtype` (installed with the
+/// fixture's tools; FAT12/16/32 with long names is more than a few lines of our own).
+/// `None` when there is no EFI entry, no such file, or no mtools: preflight then reads the
+/// configs on the ISO 9660 tree only.
+fn efi_image_grub_cfg<R: Read + Seek>(r: &mut R, len: u64) -> Option<(String, String)> {
+    let (lba, size) = efi_boot_image(r, len)?;
+    let mut image = vec![0u8; usize::try_from(size).ok()?];
+    r.seek(SeekFrom::Start(lba * SECTOR)).ok()?;
+    r.read_exact(&mut image).ok()?;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let path = std::env::temp_dir().join(format!("xtask-efi-{}-{nanos:x}.img", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&path).ok()?.write_all(&image).ok()?;
+    let found = (|| {
+        let sh = crate::process::shell().ok()?;
+        for cfg in ["::/EFI/boot/grub.cfg", "::/boot/grub/grub.cfg"] {
+            // mtools' names are case-insensitive; a missing file is an expected answer.
+            let out = xshell::cmd!(sh, "mtype -i {path} {cfg}").env("MTOOLS_SKIP_CHECK", "1").ignore_status().output();
+            if let Some(out) = out.ok().filter(|o| o.status.success() && !o.stdout.is_empty()) {
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                return Some((format!("El Torito EFI image (LBA {lba}) {}", &cfg[2..]), text));
+            }
+        }
+        None
+    })();
+    let _ = std::fs::remove_file(&path);
+    found
+}
+
+/// The El Torito EFI boot image (platform 0xEF): its LBA and size in bytes. The catalogue's
+/// sector count is often 0 or 1 for images over 32 MiB; then the FAT boot sector says.
+fn efi_boot_image<R: Read + Seek>(r: &mut R, len: u64) -> Option<(u64, u64)> {
+    let mut record = [0u8; 2048];
+    r.seek(SeekFrom::Start(17 * SECTOR)).ok()?;
+    r.read_exact(&mut record).ok()?;
+    if &record[1..6] != b"CD001" || !record[7..].starts_with(b"EL TORITO SPECIFICATION") {
+        return None;
+    }
+    let mut cat = [0u8; 2048];
+    r.seek(SeekFrom::Start(u64::from(le32(&record[0x47..0x4b])) * SECTOR)).ok()?;
+    r.read_exact(&mut cat).ok()?;
+    let entry = |e: &[u8]| (u64::from(le32(&e[8..12])), u64::from(u16::from_le_bytes([e[6], e[7]])) * 512);
+    let mut found = (cat[1] == 0xef && cat[32] == 0x88).then(|| entry(&cat[32..64]));
+    // Section headers (0x90 more follow, 0x91 last) with their entries.
+    let mut pos = 64;
+    while found.is_none() && pos + 32 <= cat.len() && matches!(cat[pos], 0x90 | 0x91) {
+        let (platform, count) = (cat[pos + 1], usize::from(u16::from_le_bytes([cat[pos + 2], cat[pos + 3]])));
+        for i in 0..count {
+            let e = pos + 32 * (i + 1);
+            if platform == 0xef && e + 32 <= cat.len() && cat[e] == 0x88 {
+                found = Some(entry(&cat[e..e + 32]));
+                break;
+            }
+        }
+        if cat[pos] == 0x91 {
+            break;
+        }
+        pos += 32 * (count + 1);
+    }
+    let (lba, mut size) = found?;
+    if size <= 512 {
+        let mut boot = [0u8; 512];
+        r.seek(SeekFrom::Start(lba * SECTOR)).ok()?;
+        r.read_exact(&mut boot).ok()?;
+        let bytes_per_sector = u64::from(u16::from_le_bytes([boot[11], boot[12]]));
+        let small = u64::from(u16::from_le_bytes([boot[19], boot[20]]));
+        let sectors = if small != 0 { small } else { u64::from(le32(&boot[32..36])) };
+        size = bytes_per_sector * sectors;
+    }
+    (size > 0 && size <= 64 << 20 && lba * SECTOR + size <= len).then_some((lba, size))
+}
+
 /// The kernel command line of ISOLINUX's default entry (`DEFAULT`/`ONTIMEOUT` label, else the
 /// first `LABEL`). Keywords are case-insensitive in ISOLINUX.
 pub fn isolinux_default_cmdline(cfg: &str) -> Option<String> {
@@ -227,12 +324,7 @@ pub fn isolinux_default_cmdline(cfg: &str) -> Option<String> {
 /// The kernel command line of GRUB's first `linux` line (the default entry unless
 /// `set default=` says otherwise, which we honour for numeric values).
 pub fn grub_default_cmdline(cfg: &str) -> Option<String> {
-    let default_index = cfg
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("set default="))
-        .filter_map(|v| v.trim_matches(|c| c == '"' || c == '\'').parse::<usize>().ok())
-        .next()
-        .unwrap_or(0);
+    let default_index = grub_default_index(cfg);
     let linux_lines: Vec<String> = cfg
         .lines()
         .map(str::trim)
@@ -240,6 +332,34 @@ pub fn grub_default_cmdline(cfg: &str) -> Option<String> {
         .map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>().join(" "))
         .collect();
     linux_lines.get(default_index).or(linux_lines.first()).cloned()
+}
+
+/// Lines of the default GRUB entry's script above its `linux` line, as GRUB's editor shows
+/// them: its `setparams 'TITLE'` line, the rest of the `menuentry … {` line (empty), then the
+/// entry's lines, blank ones included.
+pub fn grub_lines_before_linux(cfg: &str) -> usize {
+    let default_index = grub_default_index(cfg);
+    let mut entry = 0;
+    let mut lines = cfg.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if !line.starts_with("menuentry ") {
+            continue;
+        }
+        if entry == default_index {
+            let above = lines.take_while(|l| !l.starts_with("linux ") && !l.starts_with("linuxefi ") && *l != "}");
+            return 2 + above.count();
+        }
+        entry += 1;
+    }
+    2
+}
+
+fn grub_default_index(cfg: &str) -> usize {
+    cfg.lines()
+        .filter_map(|l| l.trim().strip_prefix("set default="))
+        .filter_map(|v| v.trim_matches(|c| c == '"' || c == '\'').parse::<usize>().ok())
+        .next()
+        .unwrap_or(0)
 }
 
 /// The part of an ISO 9660 image we need: the root directory's extent.
@@ -449,7 +569,7 @@ mod tests {
         let tree = tree(dir.path(), &NIXOS_ISOLINUX.replace(" console=ttyS0,115200n8", ""));
         for (name, names) in [("rr.iso", &["-R", "-J"][..]), ("plain.iso", &[][..])] {
             let iso = mkisofs(dir.path(), name, &[names, BIOS_BOOT].concat(), &tree);
-            let pf = check_iso(&iso).unwrap();
+            let pf = check_iso(&iso, crate::vm::qemu::Firmware::Bios).unwrap();
             assert!(pf.boot.as_deref().is_some_and(|b| b.starts_with("El Torito BIOS entry: no emulation")), "{pf:?}");
             assert_eq!(pf.config.as_deref(), Some("isolinux/isolinux.cfg"), "{name}");
             assert!(pf.problems.iter().any(|p| p.level == Level::Fail), "{name}: {pf:?}");
@@ -458,10 +578,10 @@ mod tests {
         // Not an ISO at all, and a missing file: infrastructure errors that say so.
         let bogus = camino::Utf8PathBuf::from_path_buf(dir.path().join("bogus.iso")).unwrap();
         std::fs::write(&bogus, vec![0u8; 100_000]).unwrap();
-        let err = check_iso(&bogus).unwrap_err();
+        let err = check_iso(&bogus, crate::vm::qemu::Firmware::Bios).unwrap_err();
         assert!(format!("{err:#}").contains("not a readable ISO 9660 image"), "{err:#}");
         let missing = camino::Utf8PathBuf::from("/nonexistent/x.iso");
-        let err = check_iso(&missing).unwrap_err();
+        let err = check_iso(&missing, crate::vm::qemu::Firmware::Bios).unwrap_err();
         assert_eq!(err.downcast_ref::<crate::exit::Exit>().unwrap().code, crate::exit::INFRA);
     }
 
@@ -481,7 +601,7 @@ mod tests {
         std::fs::write(tree.join("zzz-boot.img"), vec![0x90u8; 2048]).unwrap();
         let late_boot = ["-b", "zzz-boot.img", "-c", "boot.cat", "-no-emul-boot"];
         let truncated = mkisofs(dir.path(), "truncated.iso", &late_boot, &tree);
-        let image_lba = check_iso(&truncated).unwrap().boot.unwrap();
+        let image_lba = check_iso(&truncated, crate::vm::qemu::Firmware::Bios).unwrap().boot.unwrap();
         let lba: u64 = image_lba.rsplit(' ').next().unwrap().parse().unwrap();
         std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(lba * SECTOR).unwrap();
         let cases = [
@@ -490,7 +610,7 @@ mod tests {
             (truncated, "past the end of the file"),
         ];
         for (iso, why) in cases {
-            let pf = check_iso(&iso).unwrap();
+            let pf = check_iso(&iso, crate::vm::qemu::Firmware::Bios).unwrap();
             assert_eq!(pf.problems.len(), 1, "{iso}: {pf:?}");
             let p = &pf.problems[0];
             assert_eq!((p.level, p.finding), (Level::Infra, "not-bootable"), "{iso}");
@@ -499,6 +619,50 @@ mod tests {
         }
         // The same tree with a BIOS boot image is fine.
         let good = mkisofs(dir.path(), "good.iso", BIOS_BOOT, &tree);
-        assert!(check_iso(&good).unwrap().problems.is_empty());
+        assert!(check_iso(&good, crate::vm::qemu::Firmware::Bios).unwrap().problems.is_empty());
+    }
+
+    #[test]
+    fn grub_editor_lines_above_linux_follow_the_default_entry() {
+        let fixture = include_str!("../../../scripts/fixture/etc/grub.cfg");
+        // setparams, the empty rest of the `menuentry … {` line, then `linux` itself.
+        assert_eq!(grub_lines_before_linux(fixture), 2);
+        let cfg = "set default=1\nmenuentry 'a' {\n  linux /a\n}\nmenuentry 'b' {\n  insmod gzio\n\n  linux /b\n}\n";
+        assert_eq!(grub_lines_before_linux(cfg), 4);
+    }
+
+    /// A grub.cfg only inside the El Torito EFI image (FAT, made with mtools as the fixture
+    /// makes its own) is read under UEFI; BIOS still reads isolinux.cfg.
+    #[test]
+    fn uefi_reads_grub_cfg_inside_the_el_torito_efi_image() {
+        let tools = ["xorriso", "mkfs.vfat", "mmd", "mcopy", "mtype"];
+        if let Some(t) = tools.iter().find(|t| which::which(t).is_err()) {
+            assert!(std::env::var_os("CI").is_none(), "{t} missing in CI: run scripts/install-deps.sh");
+            eprintln!("SKIP uefi_reads_grub_cfg_inside_the_el_torito_efi_image: {t} missing");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = tree(dir.path(), NIXOS_ISOLINUX);
+        let cfg = dir.path().join("grub.cfg");
+        std::fs::write(&cfg, "menuentry 'x' {\n  linux /boot/bzImage console=ttyS0,115200n8 console=tty0\n}\n")
+            .unwrap();
+        let img = tree.join("efi.img");
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new(program).args(args).env("MTOOLS_SKIP_CHECK", "1").output().unwrap();
+            assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let os = |s: &str| std::ffi::OsString::from(s);
+        run("mkfs.vfat", &[&os("-C"), img.as_os_str(), &os("1440")]);
+        run("mmd", &[&os("-i"), img.as_os_str(), &os("::/EFI"), &os("::/EFI/boot")]);
+        run("mcopy", &[&os("-i"), img.as_os_str(), cfg.as_os_str(), &os("::/EFI/boot/grub.cfg")]);
+        let efi = ["-eltorito-alt-boot", "-e", "efi.img", "-no-emul-boot"];
+        let iso = mkisofs(dir.path(), "hybrid.iso", &[BIOS_BOOT, &efi].concat(), &tree);
+        let pf = check_iso(&iso, crate::vm::qemu::Firmware::Uefi).unwrap();
+        assert!(pf.config.as_deref().is_some_and(|c| c.starts_with("El Torito EFI image")), "{pf:?}");
+        assert_eq!(pf.problems.len(), 1, "{pf:?}");
+        assert_eq!(pf.problems[0].finding, "console-not-last");
+        assert_eq!(pf.grub_lines_before_linux, 2);
+        let pf = check_iso(&iso, crate::vm::qemu::Firmware::Bios).unwrap();
+        assert_eq!(pf.config.as_deref(), Some("isolinux/isolinux.cfg"), "{pf:?}");
     }
 }

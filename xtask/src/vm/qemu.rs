@@ -21,6 +21,60 @@ pub fn base_args(accel: Accel) -> [&'static str; 7] {
     ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-accel", accel.name()]
 }
 
+/// The guest's firmware (`vm-test --firmware`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    /// SeaBIOS on the default machine: the ISO boots through ISOLINUX.
+    #[default]
+    Bios,
+    /// OVMF on q35: the ISO boots through its El Torito EFI image (GRUB on NixOS).
+    Uefi,
+}
+
+impl Firmware {
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+        }
+    }
+}
+
+impl std::fmt::Display for Firmware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where distributions put OVMF (code, vars), most specific first (`doctor` checks the same).
+pub const OVMF: &[(&str, &str)] = &[
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+    ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
+    ("/usr/share/edk2-ovmf/x64/OVMF_CODE.fd", "/usr/share/edk2-ovmf/x64/OVMF_VARS.fd"),
+    ("/usr/share/qemu/OVMF.fd", ""),
+];
+
+/// The first OVMF pair present with both files (a run needs its own copy of the variables).
+pub fn locate_ovmf() -> Result<(Utf8PathBuf, Utf8PathBuf)> {
+    OVMF.iter()
+        .find(|(code, vars)| !vars.is_empty() && Utf8Path::new(code).is_file() && Utf8Path::new(vars).is_file())
+        .map(|(code, vars)| (Utf8PathBuf::from(code), Utf8PathBuf::from(vars)))
+        .ok_or_else(|| {
+            crate::exit::infra(
+                "--firmware uefi: no OVMF firmware (code + vars) found; install it with `sudo apt-get install ovmf` (or run `sudo scripts/install-deps.sh`)",
+            )
+        })
+}
+
+/// UEFI firmware for one run: OVMF's code read-only, and the run's own copy of its variables.
+#[derive(Debug, Clone)]
+pub struct Uefi {
+    pub code: Utf8PathBuf,
+    pub vars: Utf8PathBuf,
+}
+
 /// Everything that decides the QEMU command line.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -39,6 +93,8 @@ pub struct Spec {
     pub ssh_port: u16,
     /// With `--keep`, QEMU reconnects the serial line to whoever listens on `serial_sock` later.
     pub reconnect_serial: bool,
+    /// `None`: SeaBIOS (QEMU's default).
+    pub uefi: Option<Uefi>,
 }
 
 impl Spec {
@@ -55,6 +111,12 @@ impl Spec {
         let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
         push(&base_args(self.accel));
         push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
+        if let Some(uefi) = &self.uefi {
+            // OVMF wants q35 (its CD-ROM is then on AHCI, which `if=ide` below reaches).
+            push(&["-machine", "q35"]);
+            push(&["-drive", &format!("if=pflash,format=raw,readonly=on,file={}", opt_value(&uefi.code))]);
+            push(&["-drive", &format!("if=pflash,format=raw,file={}", opt_value(&uefi.vars))]);
+        }
         push(&["-chardev", &serial, "-serial", "chardev:ser0"]);
         push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", opt_value(&self.qmp_sock))]);
         push(&["-mon", "chardev=qmp0,mode=control"]);
@@ -416,6 +478,7 @@ mod tests {
             qmp_sock: "/r/qmp.sock".into(),
             ssh_port: 40000,
             reconnect_serial: false,
+            uefi: None,
         };
         let line = spec.command().join(" ");
         for part in [
@@ -448,9 +511,21 @@ mod tests {
             qmp_sock: "/r,1/qmp.sock".into(),
             ssh_port: 40000,
             reconnect_serial: true,
+            uefi: None,
         };
         let line = spec.command().join(" ");
         for part in ["file=/a,,b/x.iso,", "file=/r,,1/disk.qcow2,", "path=/r,,1/serial.sock,", "path=/r,,1/qmp.sock,"] {
+            assert!(line.contains(part), "{part} missing in {line}");
+        }
+        assert!(!line.contains("pflash") && !line.contains("q35"), "{line}");
+        // UEFI: q35, OVMF's code read-only, the run's own (writable) copy of the variables.
+        let uefi = Spec { uefi: Some(Uefi { code: "/fw/CODE.fd".into(), vars: "/r,1/OVMF_VARS.fd".into() }), ..spec };
+        let line = uefi.command().join(" ");
+        for part in [
+            "-machine q35",
+            "-drive if=pflash,format=raw,readonly=on,file=/fw/CODE.fd",
+            "-drive if=pflash,format=raw,file=/r,,1/OVMF_VARS.fd",
+        ] {
             assert!(line.contains(part), "{part} missing in {line}");
         }
     }

@@ -35,6 +35,8 @@ pub struct QemuInfo {
     pub command: Vec<String>,
     pub accel: String,
     pub accel_reason: String,
+    /// `bios` or `uefi` (`--firmware`); empty in records from before the flag.
+    pub firmware: String,
     pub memory_mib: u32,
     pub cpus: u32,
     pub pid: Option<u32>,
