@@ -5,7 +5,17 @@
 //! The layers live in `crate::vm` (QEMU → serial → boot → login → shell → checks → record);
 //! this module holds the flags, the order of the phases and the terminal output.
 
-use crate::accel::{Accel, AccelChoice};
+mod args;
+mod image;
+mod summary;
+
+pub use args::Args;
+pub use image::parse_image;
+
+use crate::accel::Accel;
+use args::Timeouts;
+use image::record_image;
+use summary::{archive, print_attach, print_summary};
 use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::bootmenu::{self, Drive};
@@ -32,138 +42,6 @@ use regex::Regex;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Boot this ISO file
-    #[arg(long, value_name = "PATH", conflicts_with = "image")]
-    pub iso: Option<Utf8PathBuf>,
-    /// Boot a fixture ISO: `fixture` (busybox) or `fixture-systemd` (real systemd), optionally a
-    /// fault variant (`fixture:kernel-panic`, `fixture-systemd:unit-deadlock`); built if needed.
-    /// A comma list with --matrix
-    #[arg(long, value_name = "fixture[-systemd][:FAULT]")]
-    pub image: Option<String>,
-    /// With neither --iso nor --image: boot the last `build-image` result instead of building
-    #[arg(long)]
-    pub no_build: bool,
-    /// Accelerator: auto probes KVM by booting a kernel and falls back to TCG
-    #[arg(long, value_name = "auto|kvm|tcg", value_enum, default_value_t = AccelChoice::Auto)]
-    pub accel: AccelChoice,
-    /// Guest memory in MiB [default: 1024 for the fixture, 2048 otherwise]
-    #[arg(long, value_name = "MIB")]
-    pub memory: Option<u32>,
-    /// Guest CPUs
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub cpus: u32,
-    /// Log in at a plain `login:` prompt (images without autologin); the password also
-    /// answers sudo/su prompts
-    #[arg(long, value_name = "USER[:PASSWORD]")]
-    pub login: Option<Credentials>,
-    /// Disks to attach, and the outcome of the provisioning service (scripts/pre-nixos.sh) the
-    /// checks require for them. A comma list with --matrix
-    #[arg(long, value_name = "blank|none|existing|two", value_enum, value_delimiter = ',', default_value = "blank")]
-    pub disk: Vec<Scenario>,
-    /// Firmware: bios (SeaBIOS → ISOLINUX) or uefi (OVMF on q35 → GRUB; OVMF from the `ovmf`
-    /// package). A comma list with --matrix
-    #[arg(long, value_name = "bios|uefi", value_enum, value_delimiter = ',', default_value = "bios")]
-    pub firmware: Vec<Firmware>,
-    /// Run every combination of the comma lists given to --image, --firmware and --disk, each
-    /// cell a vm-test of its own (own run directory, sockets, disks, port), --jobs at a time;
-    /// one summary table and one junit.xml
-    #[arg(long)]
-    pub matrix: bool,
-    /// Cells run at once with --matrix [default: the host's cores per guest's CPUs under TCG,
-    /// the host's cores under KVM]
-    #[arg(long, value_name = "N", requires = "matrix")]
-    pub jobs: Option<usize>,
-    /// Leave QEMU running at the end and print how to attach to its serial console and QMP
-    #[arg(long)]
-    pub keep: bool,
-    /// Do not check the ISO's El Torito boot entry and boot configuration before booting
-    #[arg(long)]
-    pub skip_preflight: bool,
-    /// File serial log and report under docs/ afterwards (`cargo xtask archive-logs`)
-    #[arg(long)]
-    pub archive: bool,
-    /// Run directory [default: target/vm-runs/<UTC timestamp>]
-    #[arg(long, value_name = "DIR")]
-    pub run_dir: Option<Utf8PathBuf>,
-    /// Seconds from QEMU start until the login line must appear
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub boot_timeout: u64,
-    /// Seconds without serial output that end the bootloader and kernel phases (init gets at
-    /// least 120 s: systemd units can be silent that long under TCG; login and the shell use
-    /// fixed step waits and --command-timeout)
-    #[arg(long, value_name = "SECS", default_value_t = 45)]
-    pub stall: u64,
-    /// Seconds one guest command may take before the guest counts as unresponsive
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    pub command_timeout: u64,
-    /// Seconds to wait for /run/pre-nixos/storage-status (and for the unit to finish)
-    #[arg(long, value_name = "SECS", default_value_t = 420)]
-    pub storage_timeout: u64,
-    /// Seconds to wait for IPv4 on `lan`; the `LAN IPv4 address:` console line then gets up to min(this, 60) s more
-    #[arg(long, value_name = "SECS", default_value_t = 240)]
-    pub network_timeout: u64,
-    /// Screenshots of the guest's screen (a VGA device nobody sees): `verdict` takes one when a
-    /// run fails, before QEMU stops, and reads it with OCR when tesseract is installed;
-    /// `every:SECS` also takes one every SECS seconds into screens/; `off` takes none
-    #[arg(long, value_name = "verdict|every:SECS|off", default_value = "verdict")]
-    pub screens: screen::Policy,
-    /// Run CMD as root after the built-in checks (repeatable), framed like every command: its
-    /// output and exit code go to the transcript, report and JUnit (a testcase each); a non-zero
-    /// exit fails the run unless written `allow-fail: CMD`
-    #[arg(long = "run", value_name = "CMD")]
-    pub run: Vec<checks::OwnCommand>,
-    /// Commands to run like --run, one per line (blank lines and `#` comments skipped)
-    #[arg(long, value_name = "FILE")]
-    pub run_file: Option<Utf8PathBuf>,
-    /// When the run fails, hand this terminal to the guest's serial console (as `attach` does:
-    /// Ctrl-] ends it) once the run's records are written; then power the VM off (unless
-    /// --keep). Needs a terminal on stdin
-    #[arg(long)]
-    pub interact_on_failure: bool,
-    /// Let the bootloader's menu count down (10 s on NixOS) instead of pressing Enter as soon as it shows
-    #[arg(long)]
-    pub bootloader_wait: bool,
-    /// When preflight finds the default entry without console=ttyS0 last, do not edit the entry at
-    /// the menu to boot with it anyway: predict the silence and stop before booting
-    #[arg(long)]
-    pub no_rescue: bool,
-    /// A run the serial rescue saved passes with a warning (exit 0) instead of failing on the image's
-    /// console defect (exit 1)
-    #[arg(long, conflicts_with = "no_rescue")]
-    pub allow_rescue: bool,
-}
-
-/// Every deadline and stall window of a run, derived from the flags in one place.
-struct Timeouts {
-    boot: boot::Timeouts,
-    login: login::Timeouts,
-    checks: checks::Timeouts,
-}
-
-impl From<&Args> for Timeouts {
-    fn from(args: &Args) -> Timeouts {
-        let secs = Duration::from_secs;
-        Timeouts {
-            boot: boot::Timeouts {
-                boot: secs(args.boot_timeout),
-                stall: secs(args.stall),
-                init_stall: secs(args.stall.max(120)),
-            },
-            login: login::Timeouts { step: secs(30), command: secs(args.command_timeout) },
-            checks: checks::Timeouts {
-                command: secs(args.command_timeout),
-                storage: secs(args.storage_timeout),
-                network: secs(args.network_timeout),
-                unit: secs(args.storage_timeout),
-                // Last check: pre-nixos announces the address as soon as `lan` has one, which
-                // the checks before have already waited for.
-                serial_line: secs(args.network_timeout.min(60)),
-            },
-        }
-    }
-}
 
 pub fn run(mut args: Args) -> Result<u8> {
     if args.matrix {
@@ -263,12 +141,6 @@ fn single<'a, T: std::fmt::Debug>(values: &'a [T], flag: &str) -> Result<&'a T> 
     }
 }
 
-fn archive(dir: &Utf8Path) {
-    match crate::archive_logs::archive(dir, false) {
-        Ok(_) => eprintln!("vm-test: archived {dir} under docs/ (boot-logs, test-reports)"),
-        Err(e) => eprintln!("vm-test: --archive failed: {e:#}"),
-    }
-}
 
 /// `--run-dir` must be new or empty: the logs are opened for appending, and two runs in one
 /// directory would be one unreadable record.
@@ -467,14 +339,6 @@ fn qemu_infra(finding: &str, e: anyhow::Error) -> Failure {
     Failure::infra(Phase::Qemu, finding, format!("{e:#}"))
 }
 
-/// The ISO to boot, chosen (built if needed) and recorded.
-fn record_image(args: &Args, rec: &mut Record, progress: &mut Progress) -> Result<Utf8PathBuf, Failure> {
-    let chosen = choose_image(args, progress).map_err(|e| image_failure(e, crate::interrupt::interrupted()))?;
-    let iso = Utf8PathBuf::from(&chosen.path);
-    rec.image = chosen;
-    let _ = rec.write();
-    Ok(iso)
-}
 
 /// The boot configuration inside the ISO, read before spending a boot on it: warnings are
 /// noted, the first problem that is not a warning is the verdict. A default entry without
@@ -872,77 +736,6 @@ fn power_off(guest: &mut Guest, machine: &mut Machine) -> Result<(), Failure> {
     }
 }
 
-/// The ISO to boot and where it came from (built first when needed).
-fn choose_image(args: &Args, progress: &mut Progress) -> Result<Image> {
-    if let Some(iso) = &args.iso {
-        if !iso.is_file() {
-            return Err(exit::infra(format!(
-                "--iso {iso}: no such file; check the path, or build one with `cargo xtask fixture` or `cargo xtask build-image`"
-            )));
-        }
-        return image(iso.canonicalize_utf8()?, "iso", None);
-    }
-    if let Some(spec) = &args.image {
-        let (flavor, fault) = parse_image(spec)?;
-        progress.note(&format!(
-            "building {} ISO{} …",
-            flavor.image_name(),
-            fault.map_or(String::new(), |f| format!(" ({f})"))
-        ));
-        let iso = crate::fixture::build_variant(flavor, fault)?;
-        return image(iso, flavor.image_name(), fault.map(|f| f.name().to_string()));
-    }
-    let built = if args.no_build {
-        crate::build_image::last_build()?.ok_or_else(|| {
-            exit::infra("--no-build: no previous `cargo xtask build-image` result recorded (target/build-image/last.json); build one, or pass --iso/--image")
-        })?
-    } else {
-        progress.note("building the flake image (.#bootImage) …");
-        crate::build_image::build_default(&Default::default()).map_err(|e| {
-            let code = e.downcast_ref::<exit::Exit>().map_or(exit::INFRA, |x| x.code);
-            anyhow::Error::from(exit::Exit {
-                code,
-                message: format!(
-                    "no --iso/--image given and the flake image cannot be built here: {e:#}; try `--image fixture` or `--iso PATH`"
-                ),
-            })
-        })?
-    };
-    Ok(Image { store_path: Some(built.store_path), nar_hash: built.nar_hash, ..image(built.iso, "flake", None)? })
-}
-
-fn image(iso: Utf8PathBuf, source: &str, fault: Option<String>) -> Result<Image> {
-    let size_bytes = fs_err::metadata(&iso)?.len();
-    Ok(Image {
-        path: iso.into_string(),
-        size_bytes,
-        source: source.to_string(),
-        fault,
-        store_path: None,
-        nar_hash: None,
-    })
-}
-
-/// `fixture[-systemd]` or `fixture[-systemd]:FAULT` → flavour and fault variant (usage error
-/// otherwise, also for a fault the flavour does not have).
-pub fn parse_image(image: &str) -> Result<(crate::fixture::Flavor, Option<crate::fixture::Fault>)> {
-    use crate::fixture::Flavor;
-    let (kind, fault) = match image.split_once(':') {
-        Some((k, f)) => (k, Some(f)),
-        None => (image, None),
-    };
-    let Some(flavor) = [Flavor::Busybox, Flavor::Systemd].into_iter().find(|f| f.image_name() == kind) else {
-        return Err(exit::usage(format!(
-            "--image {image}: expected `fixture`, `fixture-systemd`, `fixture:FAULT` or `fixture-systemd:FAULT`"
-        )));
-    };
-    let fault = fault.map(|f| f.parse::<crate::fixture::Fault>()).transpose()?;
-    if let Some(f) = fault.filter(|f| !flavor.faults().contains(f)) {
-        let names: Vec<&str> = flavor.faults().iter().map(|f| f.name()).collect();
-        return Err(exit::usage(format!("--image {image}: {kind} has no fault `{f}`; it has: {}", names.join(", "))));
-    }
-    Ok((flavor, fault))
-}
 
 fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
     let text = std::fs::read(path).ok()?;
@@ -952,79 +745,6 @@ fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
     (!t.trim().is_empty()).then_some(t)
 }
 
-/// A line into the text the harness prints on stdout (writing to a String cannot fail).
-macro_rules! say {
-    ($out:ident) => {
-        $out.push('\n')
-    };
-    ($out:ident, $($arg:tt)*) => {
-        writeln!($out, $($arg)*).expect("writing to a String")
-    };
-}
-
-fn print_attach(spec: &Spec, vm: &Qemu, dir: &Utf8Path) {
-    let mut out = String::new();
-    say!(out, "QEMU left running (--keep), pid {}.", vm.pid);
-    say!(out, "  serial console: cargo xtask attach {dir}   (Ctrl-] detaches, the VM keeps running)");
-    say!(out, "  power it off:   cargo xtask attach --stop {dir}");
-    say!(out, "  QMP socket:     {}", spec.qmp_sock);
-    say!(out, "  ssh (if the image runs sshd and knows your key): ssh -p {} root@127.0.0.1", spec.ssh_port);
-    let _ = ui::print(&out);
-}
-
-fn print_summary(rec: &Record) {
-    let mut out = String::new();
-    let fancy = ui::fancy_stdout();
-    let reached = rec.phases().iter().any(|p| p.status != PhaseStatus::NotReached);
-    if reached {
-        say!(out);
-        say!(out, "{:<12} {:>9}  status", "phase", "seconds");
-        for p in rec.phases() {
-            let tone = match p.status {
-                PhaseStatus::Ok => ui::Tone::Good,
-                PhaseStatus::Failed => ui::Tone::Bad,
-                _ => ui::Tone::Dim,
-            };
-            say!(out, "{:<12} {:>9.2}  {}", p.phase.name(), p.seconds, ui::paint(fancy, tone, p.status.name()));
-        }
-    }
-    if !rec.checks.is_empty() {
-        say!(out);
-        for c in &rec.checks {
-            let tone = match c.status {
-                CheckStatus::Pass => ui::Tone::Good,
-                CheckStatus::Fail => ui::Tone::Bad,
-                CheckStatus::Skip => ui::Tone::Dim,
-            };
-            say!(out, "check {:<16} {:<5} {}", c.name, ui::paint(fancy, tone, c.status.name()), c.detail);
-        }
-    }
-    say!(out);
-    match &rec.failure {
-        None => say!(out, "{} in {:.1} s", ui::paint(fancy, ui::Tone::Good, "PASS"), rec.total_seconds()),
-        Some(f) => {
-            let label = match f.outcome {
-                Outcome::Fail => "FAIL",
-                Outcome::Infra => "INFRASTRUCTURE",
-                Outcome::Interrupted => "INTERRUPTED",
-            };
-            say!(out, "{} in phase {}: {}", ui::paint(fancy, ui::Tone::Bad, label), f.phase, f.finding);
-            say!(out, "  what:  {}", f.detail);
-            if let Some(sig) = crate::diagnose::signature(&f.finding) {
-                say!(out, "  cause: {}", sig.cause);
-                say!(out, "  fix:   {}", sig.fix);
-            }
-            if let Some(lines) = rec.serial.as_ref().map(|s| &s.last_lines).filter(|l| !l.is_empty()) {
-                say!(out, "  last serial lines:");
-                for l in &lines[lines.len().saturating_sub(8)..] {
-                    say!(out, "    | {l}");
-                }
-            }
-        }
-    }
-    say!(out, "run directory: {}  (exit {})", rec.dir, rec.exit_code());
-    let _ = ui::print(&out);
-}
 
 #[cfg(test)]
 mod tests {
