@@ -13,9 +13,6 @@ pub use args::Args;
 pub use image::parse_image;
 
 use crate::accel::Accel;
-use args::Timeouts;
-use image::record_image;
-use summary::{archive, print_attach, print_summary};
 use crate::diagnose::{Finding, Phase, Source};
 use crate::vm::boot;
 use crate::vm::bootmenu::{self, Drive};
@@ -37,11 +34,13 @@ use crate::vm::transcript::Transcript;
 use crate::vm::verdict::{Failure, Outcome};
 use crate::{exit, project, ui};
 use anyhow::Result;
+use args::Timeouts;
 use camino::{Utf8Path, Utf8PathBuf};
+use image::record_image;
 use regex::Regex;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-
+use summary::{archive, print_attach, print_summary};
 
 pub fn run(mut args: Args) -> Result<u8> {
     if args.matrix {
@@ -140,7 +139,6 @@ fn single<'a, T: std::fmt::Debug>(values: &'a [T], flag: &str) -> Result<&'a T> 
         _ => Err(exit::usage(format!("{flag}: one value per run (got {values:?}); give a comma list with --matrix"))),
     }
 }
-
 
 /// `--run-dir` must be new or empty: the logs are opened for appending, and two runs in one
 /// directory would be one unreadable record.
@@ -338,7 +336,6 @@ fn rescued_verdict(
 fn qemu_infra(finding: &str, e: anyhow::Error) -> Failure {
     Failure::infra(Phase::Qemu, finding, format!("{e:#}"))
 }
-
 
 /// The boot configuration inside the ISO, read before spending a boot on it: warnings are
 /// noted, the first problem that is not a warning is the verdict. A default entry without
@@ -606,7 +603,13 @@ fn session(
     let shot_taken = rec.screens.iter().any(|s| s.reason == "verdict");
     if let (Err(f), false) = (&result, shot_taken) {
         // What the screen shows when the run failed, taken before QEMU stops.
-        if args.screens != screen::Policy::Off && f.outcome != Outcome::Interrupted && machine.vm.try_wait().is_none() {
+        // Not when the host's disk is what failed: the run directory may be on it.
+        let disk_failed = matches!(f.finding.as_str(), "host-disk-full" | "io-error");
+        if args.screens != screen::Policy::Off
+            && f.outcome != Outcome::Interrupted
+            && !disk_failed
+            && machine.vm.try_wait().is_none()
+        {
             let seconds = machine.vm.started.elapsed().as_secs_f64();
             match screen::take_verdict_shot(machine.vm.qmp_sock(), &dir, f.phase, seconds) {
                 Ok(shot) => rec.screens.push(shot),
@@ -736,7 +739,6 @@ fn power_off(guest: &mut Guest, machine: &mut Machine) -> Result<(), Failure> {
     }
 }
 
-
 fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
     let text = std::fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&text);
@@ -744,7 +746,6 @@ fn tail_of_file(path: &Utf8Path, lines: usize) -> Option<String> {
     let t = v[v.len().saturating_sub(lines)..].join("\n");
     (!t.trim().is_empty()).then_some(t)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -131,18 +131,20 @@ pub struct ScreenText {
 }
 
 /// Reads the text on the screenshot `png` with tesseract, killed after `limit`. The prepared
-/// image is written next to the PNG (`<name>.ocr.pgm`) and removed afterwards.
+/// image (~2.6 MB) goes to the temp directory, not the run directory (which may be the very
+/// filesystem that is full), and is removed whatever happens.
 pub fn read_text(tesseract: &Utf8Path, png: &Utf8Path, limit: Duration) -> Result<ScreenText> {
     let started = Instant::now();
-    let prepared = png.with_extension("ocr.pgm");
     let bytes = fs_err::read(png)?;
-    fs_err::write(&prepared, prepare_for_ocr(&bytes)?)?;
+    let prepared = Prepared::new()?;
+    fs_err::write(&prepared.0, prepare_for_ocr(&bytes)?)?;
     // --psm 6: one uniform block of text, which a console is.
+    let input = &prepared.0;
     let out = process::shell().and_then(|sh| {
-        let ocr = cmd!(sh, "{tesseract} {prepared} stdout --psm 6");
+        let ocr = cmd!(sh, "{tesseract} {input} stdout --psm 6");
         Ok(process::run_in_own_group(ocr, limit, TEXT_CAP)?)
     });
-    let _ = std::fs::remove_file(&prepared);
+    drop(prepared);
     let out = out.with_context(|| format!("running {tesseract}"))?;
     let Some(status) = out.status else {
         bail!("OCR of {png} did not finish within {:.0}s (killed)", limit.as_secs_f64());
@@ -203,6 +205,24 @@ impl Reading {
         } else {
             format!("the screen shows the boot stopped in phase {}{shown}", self.phase)
         })
+    }
+}
+
+/// The OCR input file in the temp directory, removed on drop (also after a partial write).
+struct Prepared(Utf8PathBuf);
+
+impl Prepared {
+    fn new() -> Result<Prepared> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+        let dir = Utf8PathBuf::from_path_buf(std::env::temp_dir())
+            .map_err(|p| anyhow::anyhow!("TMPDIR is not UTF-8: {}", p.display()))?;
+        Ok(Prepared(dir.join(format!("xtask-ocr-{}-{nanos}.pgm", std::process::id()))))
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -308,7 +328,8 @@ mod tests {
         let read = read_text(&tesseract, &copy, Duration::from_secs(60)).unwrap();
         assert!(read.text.contains("Reached target Multi-User System"), "{}", read.text);
         assert!(read.text.contains("Stage 2"), "{}", read.text);
-        assert!(!copy.with_extension("ocr.pgm").exists(), "the prepared image is removed");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "nothing but the screenshot in its directory: {left:?}");
         let reading = interpret(&read.text);
         assert!(reading.phase >= Phase::Init && reading.multi_user, "{reading:?}");
     }
