@@ -306,6 +306,16 @@ const RECORDED_SYSTEMD_FAILURES: &[Recorded] = &[
     // The root mounts, but init= names a NixOS system path it lacks: stage 1's check and prompt.
     serial("fixture-systemd-stage2-init-missing.log", "init", &["stage2-init-missing", "emergency-mode"], 1),
     screen("fixture-systemd-stage2-init-missing.txt", "init", &[], 0),
+    // A stage-2 activation snippet fails before systemd; the boot goes on to the poweroff.
+    serial(
+        "fixture-systemd-activation-failed.log",
+        "poweroff",
+        &["activation-failed", "autologin-not-root", "powered-off-cleanly"],
+        1,
+    ),
+    // The screen (tty1) at the end: the fixture's tty1 getty has no autologin (only serial's
+    // has), so its plain `nixos login:` reads as `login-prompt`; the activation lines went to ttyS0.
+    screen("fixture-systemd-activation-failed.txt", "login", &["login-prompt"], 1),
 ];
 
 #[test]
