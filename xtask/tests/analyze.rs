@@ -316,6 +316,15 @@ const RECORDED_SYSTEMD_FAILURES: &[Recorded] = &[
     // The screen (tty1) at the end: the fixture's tty1 getty has no autologin (only serial's
     // has), so its plain `nixos login:` reads as `login-prompt`; the activation lines went to ttyS0.
     screen("fixture-systemd-activation-failed.txt", "login", &["login-prompt"], 1),
+    // `[FAILED] Failed to start Fixture Data Fetch.`, `[DEPEND] Dependency failed for Fixture
+    // Data Import.`: warnings for analyze (vm-test's failed-units check gives the verdict).
+    serial(
+        "fixture-systemd-dependency-failed.log",
+        "poweroff",
+        &["unit-failed", "dependency-failed", "autologin-not-root", "powered-off-cleanly"],
+        0,
+    ),
+    screen("fixture-systemd-dependency-failed.txt", "login", &["login-prompt"], 1),
 ];
 
 #[test]
