@@ -334,7 +334,7 @@ const RECORDED_SYSTEMD_FAILURES: &[Recorded] = &[
         &["unit-stuck", "dependency-failed", "autologin-not-root", "powered-off-cleanly"],
         1,
     ),
-    // `INFO: task dd:199 blocked for more than 5 seconds.` (then 10, 15 s) before the login; the
+    // `INFO: task dd:196 blocked for more than 5 seconds.` (then 10, 15 s) before the login; the
     // checks pass, so vm-test passes with the finding in metadata.json (no screen).
     serial("fixture-systemd-hung-task.log", "poweroff", &["hung-task", "autologin-not-root", "powered-off-cleanly"], 1),
 ];
