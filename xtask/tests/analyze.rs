@@ -276,6 +276,88 @@ fn recorded_systemd_fixture_logs() {
     assert_eq!(phases, ["bootloader", "kernel", "init", "login", "shell", "root", "poweroff"]);
 }
 
+/// Stage-1 and stage-2 failures recorded for real from the systemd fixture's fault variants
+/// (`cargo xtask vm-test --image fixture-systemd:FAULT --accel tcg`): the serial log
+/// (`data/serial/fixture-systemd-FAULT.log`) and the OCR text of the screen vm-test grabbed
+/// when the run failed (`data/screens/fixture-systemd-FAULT.txt`, read with `--source screen`).
+struct Recorded {
+    file: &'static str,
+    /// `--source` to pass (`None`: auto).
+    source: Option<&'static str>,
+    phase: &'static str,
+    /// Exactly these ids, no more.
+    ids: &'static [&'static str],
+    exit: i32,
+}
+
+const fn serial(file: &'static str, phase: &'static str, ids: &'static [&'static str], exit: i32) -> Recorded {
+    Recorded { file, source: None, phase, ids, exit }
+}
+
+const fn screen(file: &'static str, phase: &'static str, ids: &'static [&'static str], exit: i32) -> Recorded {
+    Recorded { file, source: Some("screen"), phase, ids, exit }
+}
+
+const RECORDED_SYSTEMD_FAILURES: &[Recorded] = &[
+    // Stage 1 waits 20 s for root=LABEL=nixos-minimal-25.05-x86_64, mounts anyway, fails, prompts.
+    serial("fixture-systemd-root-device-missing.log", "init", &["root-device-missing", "emergency-mode"], 1),
+    // Stage 1 writes to /dev/console, the last console (ttyS0): the screen shows only the kernel.
+    screen("fixture-systemd-root-device-missing.txt", "init", &[], 0),
+    // The root mounts, but init= names a NixOS system path it lacks: stage 1's check and prompt.
+    serial("fixture-systemd-stage2-init-missing.log", "init", &["stage2-init-missing", "emergency-mode"], 1),
+    screen("fixture-systemd-stage2-init-missing.txt", "init", &[], 0),
+    // A stage-2 activation snippet fails before systemd; the boot goes on to the poweroff.
+    serial(
+        "fixture-systemd-activation-failed.log",
+        "poweroff",
+        &["activation-failed", "autologin-not-root", "powered-off-cleanly"],
+        1,
+    ),
+    // The screen (tty1) at the end: the fixture's tty1 getty has no autologin (only serial's
+    // has), so its plain `nixos login:` reads as `login-prompt`; the activation lines went to ttyS0.
+    screen("fixture-systemd-activation-failed.txt", "login", &["login-prompt"], 1),
+    // `[FAILED] Failed to start Fixture Data Fetch.`, `[DEPEND] Dependency failed for Fixture
+    // Data Import.`: warnings for analyze (vm-test's failed-units check gives the verdict).
+    serial(
+        "fixture-systemd-dependency-failed.log",
+        "poweroff",
+        &["unit-failed", "dependency-failed", "autologin-not-root", "powered-off-cleanly"],
+        0,
+    ),
+    screen("fixture-systemd-dependency-failed.txt", "login", &["login-prompt"], 1),
+    // `[ TIME ] Timed out waiting for device …ev/disk/by-label/fixture-data.` (systemd cut its
+    // own colour escape to fit 80 columns) and `[DEPEND] Dependency failed for /mnt/data.`;
+    // the `nofail` mount lets the boot go on, the checks pass (no screen: the run passed).
+    serial(
+        "fixture-systemd-device-timeout.log",
+        "poweroff",
+        &["unit-stuck", "dependency-failed", "autologin-not-root", "powered-off-cleanly"],
+        1,
+    ),
+    // `INFO: task dd:196 blocked for more than 5 seconds.` (then 10, 15 s) before the login; the
+    // checks pass, so vm-test passes with the finding in metadata.json (no screen).
+    serial("fixture-systemd-hung-task.log", "poweroff", &["hung-task", "autologin-not-root", "powered-off-cleanly"], 1),
+];
+
+#[test]
+fn recorded_systemd_failures_name_their_phase_and_exact_ids() {
+    for case in RECORDED_SYSTEMD_FAILURES {
+        let dir = if case.source == Some("screen") { "screens" } else { "serial" };
+        let path = repo_root().join("xtask/tests/data").join(dir).join(case.file);
+        let mut args = vec!["analyze", path.to_str().unwrap(), "--json"];
+        if let Some(s) = case.source {
+            args.extend(["--source", s]);
+        }
+        let out = run_xtask(&args);
+        let json: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", case.file, String::from_utf8_lossy(&out.stderr)));
+        let found: Vec<&str> = json["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+        assert_eq!(json["phase"], case.phase, "{}: phase (findings {found:?})", case.file);
+        assert_eq!(found, case.ids, "{}: ids", case.file);
+        assert_eq!(out.status.code(), Some(case.exit), "{}: exit code", case.file);
+    }
+}
+
 #[test]
 fn vm_test_logs_show_the_root_phase() {
     let (_, json) = analyze_json(&data("vmtest-healthy.log"));

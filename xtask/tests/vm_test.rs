@@ -817,3 +817,27 @@ fn console_not_last_is_rescued_under_uefi_and_allow_rescue_makes_it_a_warning() 
     assert!(run.meta["notes"].to_string().contains("warning (--allow-rescue)"), "{}", run.meta["notes"]);
     assert_record_complete(&run);
 }
+
+#[test]
+fn systemd_root_device_missing_is_named_in_stage_1() {
+    let Some(_vm) = systemd_tools("systemd_root_device_missing") else { return };
+    let run = vm_test(&["--image", "fixture-systemd:root-device-missing", "--accel", "tcg"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(phase(&run), "init", "{}", run.stdout);
+    // The stage-1 prompt stops the wait at once (`emergency-mode`); the cause before it is named too.
+    assert_eq!(finding(&run), "emergency-mode", "{}", run.stdout);
+    let findings: Vec<(&str, &str)> = run.meta["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["id"].as_str().unwrap(), f["subject"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        findings,
+        [("root-device-missing", "/dev/disk/by-label/nixos-minimal-25.05-x86_64"), ("emergency-mode", "")],
+        "{}",
+        run.stdout
+    );
+    assert!(run.seconds < 240.0, "took {:.0} s", run.seconds);
+    assert_record_complete(&run);
+}
