@@ -824,8 +824,10 @@ fn systemd_root_device_missing_is_named_in_stage_1() {
     let run = vm_test(&["--image", "fixture-systemd:root-device-missing", "--accel", "tcg"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(phase(&run), "init", "{}", run.stdout);
-    // The stage-1 prompt stops the wait at once (`emergency-mode`); the cause before it is named too.
-    assert_eq!(finding(&run), "emergency-mode", "{}", run.stdout);
+    // The stage-1 prompt stops the wait at once; the verdict is its cause, found just before.
+    assert_eq!(finding(&run), "root-device-missing", "{}", run.stdout);
+    let detail = run.meta["verdict"]["detail"].as_str().unwrap_or("");
+    assert!(detail.contains("(stage 1's error prompt)"), "{detail}");
     let findings: Vec<(&str, &str)> = run.meta["findings"]
         .as_array()
         .unwrap()

@@ -1,7 +1,7 @@
 //! How a run ends when it does not pass: the phase, a catalogue finding id and the evidence.
 //! Cause and fix text come from `crate::diagnose::signature(id)` when the record is written.
 
-use crate::diagnose::Phase;
+use crate::diagnose::{Finding, Phase};
 use crate::vm::serial::{Serial, Stop};
 use std::io::ErrorKind;
 
@@ -70,13 +70,34 @@ impl Failure {
         }
     }
 
+    /// Before stage 1's error prompt (`emergency-mode`), the finding that says why it stopped:
+    /// the root device never appeared, or the root has no stage 2 init.
+    fn stage1_cause(fatal: &Finding, serial: &Serial) -> Option<Finding> {
+        const CAUSES: [&str; 2] = ["root-device-missing", "stage2-init-missing"];
+        if fatal.id != "emergency-mode" {
+            return None;
+        }
+        serial.findings().iter().rev().find(|f| CAUSES.contains(&f.id) && f.line <= fatal.line).cloned()
+    }
+
     /// Turns a wait that ended without its match into a verdict, using what the detector saw.
     /// `shell_phase`: the guest had already answered commands, so silence means it hung.
     pub fn from_stop(phase: Phase, stop: Stop, serial: &mut Serial, what: &str) -> Failure {
         let shell_phase = phase >= Phase::Shell;
         match stop {
             Stop::Interrupted => Failure::interrupted(phase),
-            Stop::Fatal(f) => Failure::fail(phase, f.id, format!("{what}: line {}: {}", f.line, f.text)),
+            Stop::Fatal(f) => match Self::stage1_cause(&f, serial) {
+                // Stage 1's error prompt is the effect: its cause, found just before, is the verdict.
+                Some(cause) => Failure::fail(
+                    phase,
+                    cause.id,
+                    format!(
+                        "{what}: line {}: {}; then line {}: {} (stage 1's error prompt)",
+                        cause.line, cause.text, f.line, f.text
+                    ),
+                ),
+                None => Failure::fail(phase, f.id, format!("{what}: line {}: {}", f.line, f.text)),
+            },
             Stop::Paused(p) => Failure::infra(phase, p.finding(), format!("{what}: {}", p.describe())),
             Stop::Io(e) if matches!(e.kind(), ErrorKind::StorageFull | ErrorKind::QuotaExceeded) => {
                 Failure::infra(phase, "host-disk-full", format!("{what}: {e}"))
