@@ -439,7 +439,11 @@ impl Vm {
         self.send(&format!("printf '%s-BEGIN\\n' cmd; {command}; printf '%s-END\\n' cmd\r"));
         self.expect(r"cmd-BEGIN\r?\n", Duration::from_secs(30));
         let out = self.expect(r"(?s).*?cmd-END", Duration::from_secs(60));
-        String::from_utf8_lossy(&out[..out.len() - "cmd-END".len()]).replace('\r', "")
+        let text = String::from_utf8_lossy(&out[..out.len() - "cmd-END".len()]).replace('\r', "");
+        // The console is also /dev/console: a kernel message may land between the markers
+        // (`[    3.92] IPv6: ADDRCONF(NETDEV_CHANGE): lan: link becomes ready`). Not output.
+        let printk = regex::Regex::new(r"^\[\s*\d+\.\d+\] ").unwrap();
+        text.split_inclusive('\n').filter(|l| !printk.is_match(l)).collect()
     }
 
     fn wait_exit(&mut self, within: Duration) -> bool {
