@@ -16,7 +16,9 @@ static KERNEL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?m)Linux version \d|^\[\s*\d+\.\d+\] |Decompressing Linux").unwrap());
 static INIT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r"(?m)Run /\S+ as init process|<<< NixOS Stage [12] >>>|^Welcome to |systemd\[1\]: |^\[init\]|^Starting init",
+        // `^Welcome to .+!`: systemd prints its welcome whole; a bare `^Welcome to ` matched
+        // GRUB's `Welcome to GRUB!` when the line arrived split (`Welcome to ` | `GRUB!`).
+        r"(?m)Run /\S+ as init process|<<< NixOS Stage [12] >>>|^Welcome to .+!|systemd\[1\]: |^\[init\]|^Starting init",
     )
     .unwrap()
 });
@@ -171,6 +173,8 @@ mod tests {
     fn markers() {
         assert!(KERNEL.is_match("[    0.000000] Linux version 6.1.0-56-amd64"));
         assert!(INIT.is_match("Run /init as init process"));
+        assert!(INIT.is_match("Welcome to NixOS 25.05 (Warbler)!"));
+        assert!(!INIT.is_match("Welcome to "), "half of GRUB's welcome, still arriving");
         assert!(INIT.is_match("x\n<<< NixOS Stage 1 >>>\n"));
         let c = AUTOLOGIN.captures("nixos login: nixos (automatic login)\n").unwrap();
         assert_eq!(&c[2], "nixos");
