@@ -138,7 +138,11 @@ fn attach(kept: &Kept) -> Result<u8> {
     let _socket_file = RemoveOnDrop(kept.serial_sock.clone());
     let _interrupt = crate::interrupt::Guard::install();
     eprintln!("attach: waiting for QEMU (pid {}) to connect its serial line…", kept.pid);
-    if !wait_readable(listener.as_raw_fd(), CONNECT_WITHIN)? {
+    let connected = vm::serial::poll_fd(listener.as_raw_fd(), CONNECT_WITHIN).context("poll")?;
+    if crate::interrupt::interrupted() {
+        return Err(Exit { code: exit::INTERRUPTED, message: "attach: interrupted".into() }.into());
+    }
+    if !connected {
         return Err(exit::infra(format!(
             "QEMU (pid {}) did not connect to {} within {}s; is it the VM of {}?",
             kept.pid,
@@ -222,16 +226,6 @@ fn copy_until_detach(serial: &mut std::os::unix::net::UnixStream, log: &mut fs_e
             }
         }
     }
-}
-
-fn wait_readable(fd: RawFd, within: Duration) -> Result<bool> {
-    let mut fds = [libc::pollfd { fd, events: libc::POLLIN, revents: 0 }];
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, within.as_millis() as libc::c_int) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error()).context("poll");
-    }
-    Ok(n > 0)
 }
 
 /// The terminal in raw mode (no echo, no line editing, no signals from keys: Ctrl-C goes to

@@ -175,7 +175,7 @@ pub fn accept(listener: &UnixListener, timeout: Duration, alive: &mut dyn FnMut(
 }
 
 /// `poll()` one fd for input; `Ok(false)` on timeout or EINTR (the caller re-checks flags).
-fn poll_fd(fd: i32, timeout: Duration) -> std::io::Result<bool> {
+pub(crate) fn poll_fd(fd: i32, timeout: Duration) -> std::io::Result<bool> {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd.
