@@ -71,7 +71,16 @@ const CASES: &[Case] = &[
 ];
 
 fn analyze_json(path: &std::path::Path) -> (i32, Value) {
-    let out = run_xtask(&["analyze", path.to_str().unwrap(), "--json"]);
+    analyze_json_as(path, None)
+}
+
+/// `analyze PATH --json [--source SOURCE]`: exit code and the JSON.
+fn analyze_json_as(path: &std::path::Path, source: Option<&str>) -> (i32, Value) {
+    let mut args = vec!["analyze", path.to_str().unwrap(), "--json"];
+    if let Some(s) = source {
+        args.extend(["--source", s]);
+    }
+    let out = run_xtask(&args);
     let json: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", path.display(), String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap(), json)
@@ -344,17 +353,11 @@ fn recorded_systemd_failures_name_their_phase_and_exact_ids() {
     for case in RECORDED_SYSTEMD_FAILURES {
         let dir = if case.source == Some("screen") { "screens" } else { "serial" };
         let path = repo_root().join("xtask/tests/data").join(dir).join(case.file);
-        let mut args = vec!["analyze", path.to_str().unwrap(), "--json"];
-        if let Some(s) = case.source {
-            args.extend(["--source", s]);
-        }
-        let out = run_xtask(&args);
-        let json: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", case.file, String::from_utf8_lossy(&out.stderr)));
+        let (code, json) = analyze_json_as(&path, case.source);
         let found: Vec<&str> = json["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
         assert_eq!(json["phase"], case.phase, "{}: phase (findings {found:?})", case.file);
         assert_eq!(found, case.ids, "{}: ids", case.file);
-        assert_eq!(out.status.code(), Some(case.exit), "{}: exit code", case.file);
+        assert_eq!(code, case.exit, "{}: exit code", case.file);
     }
 }
 
@@ -662,13 +665,7 @@ fn foreign(file: &str) -> std::path::PathBuf {
 fn judge(case: &Foreign) -> (Vec<String>, i32) {
     let path = foreign(case.file);
     assert!(path.exists(), "test data {} is missing", path.display());
-    let mut args = vec!["analyze", path.to_str().unwrap(), "--json"];
-    if let Some(s) = case.source {
-        args.extend(["--source", s]);
-    }
-    let out = run_xtask(&args);
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {}", case.file, String::from_utf8_lossy(&out.stderr)));
+    let (code, json) = analyze_json_as(&path, case.source);
     let findings = json["findings"].as_array().unwrap();
     let found: std::collections::BTreeSet<&str> = findings.iter().map(|f| f["id"].as_str().unwrap()).collect();
     let want: std::collections::BTreeSet<&str> = case.ids.iter().map(|i| i.split('@').next().unwrap()).collect();
@@ -692,7 +689,6 @@ fn judge(case: &Foreign) -> (Vec<String>, i32) {
             wrong.push(format!("{id} about {} (want {subject:?})", f["subject"]));
         }
     }
-    let code = out.status.code().unwrap();
     if code != case.exit {
         wrong.push(format!("exit {code} (want {})", case.exit));
     }
